@@ -1,0 +1,87 @@
+"""The ``etcd-backup-agent`` command line: the daemon and one-shot subcommands.
+
+Each subcommand lives in ``commands/<name>.py`` and exposes ``register(subparsers)``;
+the handler gets the parsed namespace and returns an exit code. Errors derived from
+AgentError become one line on stderr and their exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from . import log as logsetup
+from .errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
+
+COMMAND_MODULES = (
+    "config_cmd",
+    "backup_cmd",
+    "list_cmd",
+)
+
+EPILOG = """examples:
+  etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml
+  etcd-backup-agent backup --json
+  etcd-backup-agent list
+  etcd-backup-agent run            (the daemon, as started by systemd)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", metavar="FILE", default=None,
+        help="config file (default: /etc/etcd-backup-agent/config.toml)",
+    )
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="override [log] level")
+    common.add_argument("--log-format", choices=("auto", "json", "console"),
+                        help="override [log] format")
+    parser = _Parser(
+        prog="etcd-backup-agent",
+        description="Verified, encrypted etcd snapshots to S3 or a local directory.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"etcd-backup-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    logsetup.configure(level=args.log_level or "info", fmt=args.log_format or "auto")
+    try:
+        code: int = args.handler(args)
+        return code
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"config error: {problem}\n")
+        return exc.exit_code
+    except AgentError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""structlog setup: JSON lines off a TTY, readable console output on a TTY; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_FIELD = re.compile(r"(password|secret|token|identity|credential|private)", re.IGNORECASE)
+_AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop values of secret-looking fields and any age identity text, wherever it appears."""
+    for key, value in list(event_dict.items()):
+        if _SECRET_FIELD.search(key) and not key.endswith(("_file", "_path")):
+            event_dict[key] = "[redacted]"
+        elif isinstance(value, str) and "AGE-SECRET-KEY-" in value:
+            event_dict[key] = _AGE_SECRET.sub("[redacted]", value)
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Configure structlog for the process; logs go to stderr."""
+    out = stream if stream is not None else sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if use_console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "etcd-backup-agent") -> Any:
+    return structlog.get_logger(name)
