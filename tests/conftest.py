@@ -31,6 +31,7 @@ def age_identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         pytest.fail("age-keygen missing: run `make setup` (Debian package age)")
     subprocess.run([tool, "-o", str(key)], check=True, capture_output=True)
     key.chmod(0o600)
-    recipient = subprocess.run([tool, "-y", str(key)], check=True, capture_output=True,
-                               text=True).stdout.strip()
+    recipient = subprocess.run(
+        [tool, "-y", str(key)], check=True, capture_output=True, text=True
+    ).stdout.strip()
     return key, recipient

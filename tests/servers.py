@@ -48,16 +48,17 @@ _used_ports: set[int] = set()
 
 
 def free_port(also_free_plus: int | None = None) -> int:
-    """A free loopback TCP port (optionally with port+also_free_plus free too), never reused here."""
+    """A free loopback TCP port (with port+also_free_plus free too), never reused here."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((LOOPBACK, 0))
             port = int(s.getsockname()[1])
         if port in _used_ports:
             continue
-        if also_free_plus is not None:
-            if port + also_free_plus > 65535 or not _is_free(port + also_free_plus):
-                continue
+        if also_free_plus is not None and (
+            port + also_free_plus > 65535 or not _is_free(port + also_free_plus)
+        ):
+            continue
         _used_ports.add(port)
         return port
     raise RuntimeError("no free port")
@@ -103,19 +104,61 @@ def make_tls(directory: Path) -> TLSFiles:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
 
     for ca in ("ca", "other-ca"):
-        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2",
-            "-subj", f"/CN=test {ca}")
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=test {ca}",
+        )
     ext = directory / "server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
     cext = directory / "client.ext"
     cext.write_text("extendedKeyUsage=clientAuth\n")
     for name, extfile in (("server", ext), ("client", cext)):
-        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", str(extfile))
+        run(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            str(extfile),
+        )
     return TLSFiles(
         ca=directory / "ca.crt",
         server_cert=directory / "server.crt",
@@ -164,25 +207,42 @@ class EtcdServer:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         args = [
             etcd_bin("etcd"),
-            "--name", self.name,
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.endpoint,
-            "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", self.peer_url,
-            "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
-            "--initial-cluster-state", self.initial_cluster_state,
-            "--initial-cluster-token", self.initial_cluster_token,
-            "--listen-metrics-urls", f"http://{LOOPBACK}:{free_port()}",
-            "--quota-backend-bytes", str(8 * 1024**3),
-            "--logger", "zap", "--log-level", "warn",
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.endpoint,
+            "--advertise-client-urls",
+            self.endpoint,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-state",
+            self.initial_cluster_state,
+            "--initial-cluster-token",
+            self.initial_cluster_token,
+            "--listen-metrics-urls",
+            f"http://{LOOPBACK}:{free_port()}",
+            "--quota-backend-bytes",
+            str(8 * 1024**3),
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
             *self.extra_args,
         ]
         if self.tls:
             args += [
-                "--cert-file", str(self.tls.server_cert),
-                "--key-file", str(self.tls.server_key),
-                "--trusted-ca-file", str(self.tls.ca),
+                "--cert-file",
+                str(self.tls.server_cert),
+                "--key-file",
+                str(self.tls.server_key),
+                "--trusted-ca-file",
+                str(self.tls.ca),
                 "--client-cert-auth",
             ]
         log = self.log_path.open("ab")
@@ -195,16 +255,28 @@ class EtcdServer:
     def ctl_args(self) -> list[str]:
         args = [etcd_bin("etcdctl"), "--endpoints", self.endpoint, "--dial-timeout", "5s"]
         if self.tls:
-            args += ["--cacert", str(self.tls.ca), "--cert", str(self.tls.client_cert),
-                     "--key", str(self.tls.client_key)]
+            args += [
+                "--cacert",
+                str(self.tls.ca),
+                "--cert",
+                str(self.tls.client_cert),
+                "--key",
+                str(self.tls.client_key),
+            ]
         return args
 
-    def ctl(self, *args: str, user: str | None = None, input: bytes | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def ctl(
+        self, *args: str, user: str | None = None, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         extra = ["--user", user] if user else []
-        return subprocess.run([*self.ctl_args(), *extra, *args], capture_output=True,
-                              check=check, input=input, timeout=120,
-                              env={**os.environ, "ETCDCTL_API": "3"})
+        return subprocess.run(
+            [*self.ctl_args(), *extra, *args],
+            capture_output=True,
+            check=check,
+            input=input,
+            timeout=120,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -233,8 +305,9 @@ class EtcdServer:
 
 
 def etcd_cluster(base: Path, size: int = 3, token: str = "etcd-cluster") -> list[EtcdServer]:
-    members = [EtcdServer(base / f"m{i}", name=f"m{i}", initial_cluster_token=token)
-               for i in range(size)]
+    members = [
+        EtcdServer(base / f"m{i}", name=f"m{i}", initial_cluster_token=token) for i in range(size)
+    ]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.initial_cluster = initial
@@ -254,8 +327,13 @@ def running_etcd(base: Path, **kwargs: object) -> Iterator[EtcdServer]:
         server.stop()
 
 
-def put_many(server: EtcdServer, count: int, prefix: str = "/registry/test/",
-             value_size: int = 100, seed: int = 1) -> dict[bytes, bytes]:
+def put_many(
+    server: EtcdServer,
+    count: int,
+    prefix: str = "/registry/test/",
+    value_size: int = 100,
+    seed: int = 1,
+) -> dict[bytes, bytes]:
     """Write ``count`` keys of varied sizes through the etcd3 client; return what was written."""
     import random
 
@@ -282,8 +360,11 @@ def _client(server: EtcdServer, **kwargs: object):  # type: ignore[no-untyped-de
 
     kw: dict[str, object] = {"host": LOOPBACK, "port": server.client_port, "timeout": 30}
     if server.tls:
-        kw |= {"ca_cert": str(server.tls.ca), "cert_cert": str(server.tls.client_cert),
-               "cert_key": str(server.tls.client_key)}
+        kw |= {
+            "ca_cert": str(server.tls.ca),
+            "cert_cert": str(server.tls.client_cert),
+            "cert_key": str(server.tls.client_key),
+        }
     kw |= kwargs
     return etcd3.client(**kw)
 
@@ -299,14 +380,18 @@ def read_all(server: EtcdServer) -> dict[bytes, bytes]:
 def etcdutl_status(path: Path) -> dict[str, int]:
     import json
 
-    r = subprocess.run([etcd_bin("etcdutl"), "snapshot", "status", str(path), "-w", "json"],
-                       capture_output=True, check=True, timeout=300)
+    r = subprocess.run(
+        [etcd_bin("etcdutl"), "snapshot", "status", str(path), "-w", "json"],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return 200 <= int(resp.status) < 500
     except Exception:
         return False

@@ -40,13 +40,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", "-c", metavar="FILE", default=None,
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=None,
         help="config file (default: /etc/etcd-backup-agent/config.toml)",
     )
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        help="override [log] level")
-    common.add_argument("--log-format", choices=("auto", "json", "console"),
-                        help="override [log] format")
+    common.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="override [log] level"
+    )
+    common.add_argument(
+        "--log-format", choices=("auto", "json", "console"), help="override [log] format"
+    )
     parser = _Parser(
         prog="etcd-backup-agent",
         description="Verified, encrypted etcd snapshots to S3 or a local directory.",

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .durations import parse_duration
 from .errors import ConfigError
@@ -229,21 +229,23 @@ class _Section:
             return default
         return value
 
-    def str(self, name: str, default: T, choices: tuple[str, ...] = ()) -> str | T:
+    def string(self, name: str, default: T, choices: tuple[str, ...] = ()) -> str | T:
         def check(v: Any) -> str | None:
             return v if isinstance(v, str) else None
 
         expected = "one of " + ", ".join(repr(c) for c in choices) if choices else "a string"
-        value: str | T = self._get(name, default, check, "a string")
+        value: str | T = self._get(name, cast(Any, default), check, "a string")
         if choices and isinstance(value, str) and value not in choices:
             self.problem(name, f"expected {expected}, got {value!r}")
             return default
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        return self._get(name, default, lambda v: v if isinstance(v, bool) else None, "true or false")
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._get(
+            name, default, lambda v: v if isinstance(v, bool) else None, "true or false"
+        )
 
-    def int(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         def check(v: Any) -> int | None:
             return v if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -264,7 +266,7 @@ class _Section:
                 return _parse_size(v)
             return None
 
-        return self._get(name, default, check, "a byte size such as 1073741824 or \"1GiB\"")
+        return self._get(name, default, check, 'a byte size such as 1073741824 or "1GiB"')
 
     def duration(self, name: str, default: float, allow_zero: bool = True) -> float:
         def check(v: Any) -> float | None:
@@ -278,7 +280,7 @@ class _Section:
                 return None
             return seconds
 
-        expected = "a duration string such as \"90s\", \"15m\", \"1h\", \"7d\""
+        expected = 'a duration string such as "90s", "15m", "1h", "7d"'
         if not allow_zero:
             expected += " (greater than zero)"
         return self._get(name, default, check, expected)
@@ -370,8 +372,8 @@ def _parse_size(text: str) -> int | None:
 def read_recipients_file(path: Path) -> list[str]:
     """Return the recipients listed in ``path``: one per line, ``#`` starts a comment."""
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             out.append(line)
     return out
@@ -399,10 +401,10 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
     root = _Section(reader, "", data)
 
     cluster_s = root.sub("cluster")
-    cluster = cluster_s.str("name", "default")
+    cluster = cluster_s.string("name", "default")
     if not _CLUSTER_NAME.match(cluster):
         cluster_s.problem("name", "expected 1-63 letters, digits, '.', '_' or '-'")
-    node = cluster_s.str("node", socket.gethostname())
+    node = cluster_s.string("node", socket.gethostname())
     if not _CLUSTER_NAME.match(node):
         cluster_s.problem("node", "expected 1-63 letters, digits, '.', '_' or '-'")
     cluster_s.finish()
@@ -412,8 +414,8 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
 
     comp_s = root.sub("compression")
     compression = CompressionSettings(
-        level=comp_s.int("level", 3, minimum=1, maximum=19),
-        threads=comp_s.int("threads", 0, minimum=0, maximum=64),
+        level=comp_s.integer("level", 3, minimum=1, maximum=19),
+        threads=comp_s.integer("threads", 0, minimum=0, maximum=64),
     )
     comp_s.finish()
 
@@ -423,7 +425,7 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
     spool = SpoolSettings(
         dir=spool_s.path_("dir", SpoolSettings.dir) or SpoolSettings.dir,
         max_bytes=spool_s.size("max_bytes", 0),
-        keep_unuploaded=spool_s.bool("keep_unuploaded", False),
+        keep_unuploaded=spool_s.boolean("keep_unuploaded", False),
     )
     spool_s.finish()
 
@@ -431,38 +433,40 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
 
     coord_s = root.sub("coordination")
     coordination = CoordinationSettings(
-        mode=coord_s.str("mode", "etcd-lock", ("etcd-lock", "leader-member", "none")),
-        lock_prefix=coord_s.str("lock_prefix", CoordinationSettings.lock_prefix),
+        mode=coord_s.string("mode", "etcd-lock", ("etcd-lock", "leader-member", "none")),
+        lock_prefix=coord_s.string("lock_prefix", CoordinationSettings.lock_prefix),
         lock_ttl=coord_s.duration("lock_ttl", 60.0, allow_zero=False),
     )
     coord_s.finish()
 
     ret_s = root.sub("retention")
     retention = RetentionSettings(
-        keep_last=ret_s.int("keep_last", 0),
-        keep_hourly=ret_s.int("keep_hourly", 0),
-        keep_daily=ret_s.int("keep_daily", 0),
-        keep_weekly=ret_s.int("keep_weekly", 0),
-        keep_monthly=ret_s.int("keep_monthly", 0),
-        keep_yearly=ret_s.int("keep_yearly", 0),
+        keep_last=ret_s.integer("keep_last", 0),
+        keep_hourly=ret_s.integer("keep_hourly", 0),
+        keep_daily=ret_s.integer("keep_daily", 0),
+        keep_weekly=ret_s.integer("keep_weekly", 0),
+        keep_monthly=ret_s.integer("keep_monthly", 0),
+        keep_yearly=ret_s.integer("keep_yearly", 0),
         keep_within=ret_s.duration("keep_within", 0.0),
     )
     ret_s.finish()
 
     met_s = root.sub("metrics")
     metrics = MetricsSettings(
-        enabled=met_s.bool("enabled", True),
-        listen=met_s.str("listen", MetricsSettings.listen),
+        enabled=met_s.boolean("enabled", True),
+        listen=met_s.string("listen", MetricsSettings.listen),
     )
     if _split_listen(metrics.listen) is None:
-        met_s.problem("listen", f"expected HOST:PORT such as '127.0.0.1:9471', got {metrics.listen!r}")
+        met_s.problem(
+            "listen", f"expected HOST:PORT such as '127.0.0.1:9471', got {metrics.listen!r}"
+        )
     met_s.finish()
 
     ctl_s = root.sub("control")
     control = ControlSettings(
         socket=ctl_s.path_("socket", ControlSettings.socket) or ControlSettings.socket,
-        group=ctl_s.str("group", None),
-        max_connections=ctl_s.int("max_connections", 64, minimum=1, maximum=4096),
+        group=ctl_s.string("group", None),
+        max_connections=ctl_s.integer("max_connections", 64, minimum=1, maximum=4096),
         idle_timeout=ctl_s.duration("idle_timeout", 30.0, allow_zero=False),
         max_request_bytes=ctl_s.size("max_request_bytes", 65536),
     )
@@ -470,7 +474,7 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
 
     res_s = root.sub("restore")
     restore = RestoreSettings(
-        etcdutl=res_s.str("etcdutl", "etcdutl"),
+        etcdutl=res_s.string("etcdutl", "etcdutl"),
         manifests_dir=res_s.path_("manifests_dir", RestoreSettings.manifests_dir)
         or RestoreSettings.manifests_dir,
         etcd_config=res_s.path_("etcd_config", RestoreSettings.etcd_config)
@@ -483,8 +487,8 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
     drill = DrillSettings(
         interval=drill_s.duration("interval", 0.0),
         identity_file=drill_s.path_("identity_file", None, must_read=True),
-        etcd=drill_s.str("etcd", "etcd"),
-        sample_keys=drill_s.int("sample_keys", 100, minimum=0),
+        etcd=drill_s.string("etcd", "etcd"),
+        sample_keys=drill_s.integer("sample_keys", 100, minimum=0),
     )
     drill_s.finish()
 
@@ -494,8 +498,8 @@ def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
 
     log_s = root.sub("log")
     log = LogSettings(
-        level=log_s.str("level", "info", ("debug", "info", "warning", "error")),
-        format=log_s.str("format", "auto", ("auto", "json", "console")),
+        level=log_s.string("level", "info", ("debug", "info", "warning", "error")),
+        format=log_s.string("format", "auto", ("auto", "json", "console")),
     )
     log_s.finish()
 
@@ -537,7 +541,7 @@ def _etcd(s: _Section) -> EtcdSettings:
     key = s.path_("key_file", None, must_read=True)
     if (cert is None) != (key is None):
         s.problem("cert_file", "cert_file and key_file must be given together")
-    username = s.str("username", None)
+    username = s.string("username", None)
     password_file = s.path_("password_file", None, must_read=True)
     if username is not None and password_file is None:
         s.problem("password_file", "required when username is set (a file holding the password)")
@@ -573,7 +577,9 @@ def _encryption(s: _Section) -> EncryptionSettings:
                 "(age1...) is expected; keep identities off the node",
             )
         elif not _AGE_RECIPIENT.match(r):
-            s.problem("recipients", f"expected age X25519 recipients ('age1' + 58 characters), got {r!r}")
+            s.problem(
+                "recipients", f"expected age X25519 recipients ('age1' + 58 characters), got {r!r}"
+            )
     if not recipients:
         s.problem(
             "recipients",
@@ -585,7 +591,7 @@ def _encryption(s: _Section) -> EncryptionSettings:
 
 
 def _store(s: _Section) -> StoreSettings:
-    kind = s.str("type", "local", ("local", "s3"))
+    kind = s.string("type", "local", ("local", "s3"))
     path = s.path_("path", StoreSettings.path) or StoreSettings.path
     s3: S3Settings | None = None
     if s.has("s3") or kind == "s3":
@@ -595,16 +601,16 @@ def _store(s: _Section) -> StoreSettings:
 
 
 def _s3(s: _Section, required: bool) -> S3Settings:
-    bucket = s.str("bucket", "")
+    bucket = s.string("bucket", "")
     if required and not (3 <= len(bucket) <= 63):
         s.problem("bucket", "expected a bucket name of 3-63 characters")
-    prefix = s.str("prefix", "").strip("/")
-    lock_mode = s.str("object_lock_mode", None, ("GOVERNANCE", "COMPLIANCE"))
-    lock_days = s.int("object_lock_days", 0, minimum=0, maximum=36500)
+    prefix = s.string("prefix", "").strip("/")
+    lock_mode = s.string("object_lock_mode", None, ("GOVERNANCE", "COMPLIANCE"))
+    lock_days = s.integer("object_lock_days", 0, minimum=0, maximum=36500)
     if lock_mode is not None and lock_days == 0:
         s.problem("object_lock_days", "required (> 0) when object_lock_mode is set")
-    sse = s.str("sse", "none", ("none", "AES256", "aws:kms"))
-    kms = s.str("kms_key_id", None)
+    sse = s.string("sse", "none", ("none", "AES256", "aws:kms"))
+    kms = s.string("kms_key_id", None)
     if kms is not None and sse != "aws:kms":
         s.problem("kms_key_id", "only valid with sse = 'aws:kms'")
     chunk = s.size("multipart_chunk_size", 16 * 1024 * 1024)
@@ -613,21 +619,21 @@ def _s3(s: _Section, required: bool) -> S3Settings:
     settings = S3Settings(
         bucket=bucket,
         prefix=prefix,
-        region=s.str("region", None),
-        endpoint_url=s.str("endpoint_url", None),
-        addressing_style=s.str("addressing_style", "auto", ("auto", "path", "virtual")),
+        region=s.string("region", None),
+        endpoint_url=s.string("endpoint_url", None),
+        addressing_style=s.string("addressing_style", "auto", ("auto", "path", "virtual")),
         ca_file=s.path_("ca_file", None, must_read=True),
-        verify_tls=s.bool("verify_tls", True),
-        checksum=s.str("checksum", "when_required", ("when_required", "when_supported")),
-        storage_class=s.str("storage_class", None),
+        verify_tls=s.boolean("verify_tls", True),
+        checksum=s.string("checksum", "when_required", ("when_required", "when_supported")),
+        storage_class=s.string("storage_class", None),
         sse=sse,
         kms_key_id=kms,
         object_lock_mode=lock_mode,
         object_lock_days=lock_days,
         multipart_chunk_size=chunk,
-        max_concurrency=s.int("max_concurrency", 2, minimum=1, maximum=64),
+        max_concurrency=s.integer("max_concurrency", 2, minimum=1, maximum=64),
         credentials_file=s.path_("credentials_file", None, must_read=True),
-        profile=s.str("profile", None),
+        profile=s.string("profile", None),
         multipart_abort_after=s.duration("multipart_abort_after", 86400.0),
         retry_max_time=s.duration("retry_max_time", 300.0),
     )
@@ -651,7 +657,7 @@ def _schedule(s: _Section) -> ScheduleSettings:
         interval=interval,
         jitter=jitter,
         at=at,
-        retry_attempts=s.int("retry_attempts", 3, minimum=0, maximum=100),
+        retry_attempts=s.integer("retry_attempts", 3, minimum=0, maximum=100),
         retry_backoff=s.duration("retry_backoff", 30.0),
     )
     s.finish()

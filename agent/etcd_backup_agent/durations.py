@@ -29,7 +29,7 @@ def format_duration(seconds: float) -> str:
     """Format seconds compactly: 5400 -> '1h30m'."""
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
-    rest = int(round(seconds))
+    rest = round(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if rest >= size:

@@ -12,8 +12,12 @@ import structlog
 
 _SECRET_FIELD = re.compile(r"(password|secret|token|identity|credential|private)", re.IGNORECASE)
 _AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

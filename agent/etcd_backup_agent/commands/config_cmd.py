@@ -9,22 +9,34 @@ from ..errors import EXIT_OK
 from . import load_settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p = sub.add_parser("config", help="inspect the configuration")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", parser_class=type(p))
     check = csub.add_parser(
-        "check", parents=[common], help="validate a config file (exit 0 valid, 2 invalid)",
+        "check",
+        parents=[common],
+        help="validate a config file (exit 0 valid, 2 invalid)",
         description="Validate the config: every problem names the file, the key and what is "
         "expected. Unknown keys are errors.",
-        epilog="example: etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml",
+        epilog="example:\n"
+        "  etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.set_defaults(handler=run_check)
-    p.set_defaults(handler=lambda _a: (p.print_help(sys.stderr), 2)[1])
+
+    def usage(_args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(handler=usage)
 
 
 def run_check(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    print(f"{settings.source}: OK (cluster {settings.cluster!r}, node {settings.node!r}, "
-          f"store {settings.store.type}, {len(settings.encryption.recipients)} recipient(s))")
+    print(
+        f"{settings.source}: OK (cluster {settings.cluster!r}, node {settings.node!r}, "
+        f"store {settings.store.type}, {len(settings.encryption.recipients)} recipient(s))"
+    )
     return EXIT_OK

@@ -15,5 +15,6 @@ def open_store(settings: Settings) -> Store:
         from .s3 import S3Store  # the only module importing boto3
 
         assert settings.store.s3 is not None
-        return S3Store(settings.store.s3)
+        store: Store = S3Store(settings.store.s3)
+        return store
     return LocalStore(settings.store.path)

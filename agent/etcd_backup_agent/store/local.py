@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -36,11 +37,15 @@ class LocalStore:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except PermissionError:
-            raise StoreAccessDenied(f"{self.describe()}: cannot create {path}: permission denied") from None
+            raise StoreAccessDenied(
+                f"{self.describe()}: cannot create {path}: permission denied"
+            ) from None
         except OSError as exc:
-            raise StoreUnavailable(f"{self.describe()}: cannot create {path}: {exc.strerror}") from None
+            raise StoreUnavailable(
+                f"{self.describe()}: cannot create {path}: {exc.strerror}"
+            ) from None
 
-    def _write_atomic(self, key: str, write: callable) -> PutResult:  # type: ignore[valid-type]
+    def _write_atomic(self, key: str, write: Callable[[BinaryIO], object]) -> PutResult:
         dest = self._path(key)
         self._ensure_dir(dest.parent)
         fd, tmp_name = -1, ""
@@ -56,7 +61,9 @@ class LocalStore:
             _fsync_dir(dest.parent)
             return PutResult(key=key, size=dest.stat().st_size)
         except PermissionError:
-            raise StoreAccessDenied(f"{self.describe()}: cannot write {key}: permission denied") from None
+            raise StoreAccessDenied(
+                f"{self.describe()}: cannot write {key}: permission denied"
+            ) from None
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             raise StoreError(f"{self.describe()}: cannot write {key}: {reason}") from None
@@ -88,7 +95,9 @@ class LocalStore:
         except FileNotFoundError:
             raise StoreNotFound(f"{self.describe()}: {key} does not exist") from None
         except PermissionError:
-            raise StoreAccessDenied(f"{self.describe()}: cannot read {key}: permission denied") from None
+            raise StoreAccessDenied(
+                f"{self.describe()}: cannot read {key}: permission denied"
+            ) from None
         except OSError as exc:
             raise StoreError(f"{self.describe()}: cannot read {key}: {exc.strerror}") from None
 
@@ -124,8 +133,11 @@ class LocalStore:
                 except OSError:
                     complete = False
                     continue
-                out.append(StoredObject(key=key, size=st.st_size,
-                                        modified=datetime.fromtimestamp(st.st_mtime, UTC)))
+                out.append(
+                    StoredObject(
+                        key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC)
+                    )
+                )
         out.sort(key=lambda o: o.key)
         return Listing(objects=tuple(out), complete=complete)
 
@@ -135,7 +147,9 @@ class LocalStore:
         except FileNotFoundError:
             return
         except PermissionError:
-            raise StoreAccessDenied(f"{self.describe()}: cannot delete {key}: permission denied") from None
+            raise StoreAccessDenied(
+                f"{self.describe()}: cannot delete {key}: permission denied"
+            ) from None
         except OSError as exc:
             raise StoreError(f"{self.describe()}: cannot delete {key}: {exc.strerror}") from None
 

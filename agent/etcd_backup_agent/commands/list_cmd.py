@@ -1,0 +1,81 @@
+"""``etcd-backup-agent list``: the backups in the store, newest first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..catalog import list_backups
+from ..errors import EXIT_OK
+from ..store import open_store
+from . import load_settings
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "list",
+        parents=[common],
+        help="list stored backups, newest first",
+        description="List the backups of this cluster (those with a manifest), newest first.",
+        epilog="example: etcd-backup-agent list --json | jq '.[0].id'",
+    )
+    p.add_argument("--json", action="store_true", help="print manifests as a JSON array")
+    p.add_argument(
+        "--orphans",
+        action="store_true",
+        help="also list objects without a manifest (leftovers of failed runs)",
+    )
+    p.set_defaults(handler=run)
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    store = open_store(settings)
+    try:
+        catalog = list_backups(store, settings.cluster)
+    finally:
+        store.close()
+    if args.json:
+        out: object = [m.to_dict() for m in catalog.backups]
+        if args.orphans:
+            out = {"backups": out, "orphans": list(catalog.orphans)}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return EXIT_OK
+    rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
+    for m in catalog.backups:
+        rows.append(
+            (
+                m.id,
+                m.created_at,
+                str(m.revision),
+                human_size(m.db_size),
+                human_size(m.object_size),
+                "-" if m.total_keys is None else str(m.total_keys),
+                "yes" if m.verified else "no",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if not catalog.backups:
+        print(f"(no backups of cluster {settings.cluster!r} in {store.describe()})")
+    if args.orphans:
+        for key in catalog.orphans:
+            print(f"orphan (no manifest): {key}")
+    if not catalog.complete:
+        sys.stderr.write("warning: the store listing was incomplete\n")
+    return EXIT_OK

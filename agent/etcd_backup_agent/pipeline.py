@@ -1,0 +1,421 @@
+"""One backup: etcd -> spool (trailer checked) -> native verify -> seal -> store -> manifest.
+
+``prepare`` leaves a sealed backup in the spool (object + pending manifest); ``upload``
+stores it, manifest last. The daemon may keep a prepared backup in the spool while the
+store is down and upload it later; the one-shot command does both at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import log as logsetup
+from .config import Settings
+from .errors import Cancelled, SpoolError, VerificationError
+from .etcd_source import EtcdSource, EtcdStatus
+from .manifest import (
+    MANIFEST_SUFFIX,
+    OBJECT_SUFFIX,
+    Compression,
+    Encryption,
+    Manifest,
+    backup_id,
+    format_time,
+    manifest_key,
+    object_key,
+)
+from .seal import run_seal
+from .snapshot.verify import VERIFIER_VERSION, VerifyReport, verify_snapshot
+from .store.base import Store
+
+StageHook = Callable[[str, float, dict[str, Any]], None]
+ProgressHook = Callable[[str, int, int], None]
+PENDING_DIR = "pending"
+
+
+@dataclass(frozen=True)
+class SealedBackup:
+    """A verified, sealed backup waiting in the spool; ``manifest`` lacks only store fields."""
+
+    manifest: Manifest
+    object_path: Path
+    manifest_path: Path
+
+
+@dataclass
+class BackupOutcome:
+    manifest: Manifest
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def _noop_stage(name: str, seconds: float, info: dict[str, Any]) -> None:
+    return None
+
+
+class Spool:
+    """The spool directory: raw snapshots while they are checked, sealed ones until stored."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.pending = directory / PENDING_DIR
+
+    def ensure(self) -> None:
+        try:
+            self.pending.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise SpoolError(f"spool dir {self.dir}: cannot create: {exc.strerror}") from None
+        if not os.access(self.dir, os.W_OK | os.X_OK) or not os.access(self.pending, os.W_OK):
+            raise SpoolError(f"spool dir {self.dir} is not writable by this user")
+
+    def raw_path(self, stamp: str) -> Path:
+        return self.dir / f"snapshot-{stamp}.db"
+
+    def clean_partials(self) -> int:
+        """Remove leftover raw snapshots and partial files from an earlier crash."""
+        removed = 0
+        if not self.dir.is_dir():
+            return 0
+        for p in list(self.dir.iterdir()) + list(self.pending.glob("*.part")):
+            if p.is_file() and (p.name.startswith("snapshot-") or p.name.endswith(".part")):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed += 1
+        return removed
+
+    def waiting(self) -> list[SealedBackup]:
+        """Sealed backups still to be uploaded, oldest first."""
+        out: list[SealedBackup] = []
+        if not self.pending.is_dir():
+            return out
+        for mpath in sorted(self.pending.glob(f"*{MANIFEST_SUFFIX}")):
+            opath = mpath.with_name(mpath.name[: -len(MANIFEST_SUFFIX)] + OBJECT_SUFFIX)
+            try:
+                manifest = Manifest.from_json(mpath.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if opath.is_file():
+                out.append(SealedBackup(manifest, opath, mpath))
+        out.sort(key=lambda s: s.manifest.created_at)
+        return out
+
+    def used_bytes(self) -> int:
+        total = 0
+        for p in self.dir.rglob("*"):
+            with contextlib.suppress(OSError):
+                if p.is_file():
+                    total += p.stat().st_size
+        return total
+
+    def discard(self, sealed: SealedBackup) -> None:
+        for p in (sealed.object_path, sealed.manifest_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _spool_error(exc: OSError, spool: Path) -> SpoolError:
+    if exc.errno == errno.ENOSPC:
+        return SpoolError(f"spool dir {spool} is full (no space left on device)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return SpoolError(f"spool dir {spool} is not writable: {exc.strerror}")
+    return SpoolError(f"spool dir {spool}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def _removing(path: Path) -> Iterator[Path]:
+    """Yield ``path``; remove it when the block fails."""
+    try:
+        yield path
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+
+
+class Pipeline:
+    """Take, verify, seal and store backups for one configuration."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        cancel: threading.Event | None = None,
+        on_stage: StageHook = _noop_stage,
+        progress: ProgressHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cancel = cancel or threading.Event()
+        self.on_stage = on_stage
+        self.progress = progress
+        self.spool = Spool(settings.spool.dir)
+        self.log = logsetup.get("pipeline")
+        self.stages: dict[str, float] = {}
+
+    def _stage_done(self, name: str, started: float, **info: Any) -> None:
+        seconds = time.monotonic() - started
+        self.stages[name] = seconds
+        self.log.info("stage finished", stage=name, seconds=round(seconds, 3), **info)
+        self.on_stage(name, seconds, info)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("backup cancelled by shutdown")
+
+    # -- stage 1: snapshot ------------------------------------------------------------
+
+    def _snapshot(self, source: EtcdSource, raw: Path) -> tuple[EtcdStatus, str]:
+        started = time.monotonic()
+        status = source.status()
+        part = raw.with_name(raw.name + ".part")
+        try:
+            with _removing(part), open(part, "xb") as f:
+
+                def progress(done: int, total: int) -> None:
+                    if self.progress is not None:
+                        self.progress("snapshot", done, total)
+
+                result = source.snapshot(f, cancel=self.cancel, progress=progress)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(part, raw)
+        except OSError as exc:
+            raise _spool_error(exc, self.spool.dir) from None
+        self._stage_done(
+            "snapshot",
+            started,
+            bytes=result.size,
+            endpoint=source.endpoint,
+            etcd_version=status.version,
+        )
+        return status, result.sha256
+
+    # -- stage 2: verify --------------------------------------------------------------
+
+    def _verify(self, raw: Path) -> VerifyReport:
+        started = time.monotonic()
+        report = verify_snapshot(raw, "auto")
+        if not report.sound or report.status is None:
+            problems = report.problems or ["verifier returned no status"]
+            self.log.error("verification failed", problems=problems[:20])
+            raise VerificationError(
+                f"snapshot failed verification: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                problems,
+            )
+        st = report.status
+        self._stage_done(
+            "verify", started, revision=st.revision, keys=st.total_key, hash=st.hash, rules=st.rules
+        )
+        return report
+
+    # -- stage 3: seal ----------------------------------------------------------------
+
+    def _seal(self, raw: Path, manifest: Manifest) -> SealedBackup:
+        started = time.monotonic()
+        opath = self.spool.pending / f"{manifest.id}{OBJECT_SUFFIX}"
+        mpath = self.spool.pending / f"{manifest.id}{MANIFEST_SUFFIX}"
+        tmp = opath.with_name(opath.name + ".part")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        enc = self.settings.encryption
+        comp = self.settings.compression
+        result = run_seal(raw, tmp, enc.recipients, comp.level, comp.threads, cancel=self.cancel)
+        try:
+            os.replace(tmp, opath)
+            manifest = replace(
+                manifest,
+                compressed_size=result.compressed_size,
+                object_size=result.object_size,
+                object_sha256=result.object_sha256,
+            )
+            _write_atomic(mpath, manifest.to_json().encode())
+        except OSError as exc:
+            for p in (tmp, opath):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            raise _spool_error(exc, self.spool.dir) from None
+        ratio = result.object_size / max(result.input_size, 1)
+        self._stage_done(
+            "seal",
+            started,
+            input_bytes=result.input_size,
+            compressed_bytes=result.compressed_size,
+            object_bytes=result.object_size,
+            ratio=round(ratio, 3),
+        )
+        return SealedBackup(manifest=manifest, object_path=opath, manifest_path=mpath)
+
+    # -- public ------------------------------------------------------------------------
+
+    def prepare(self, source: EtcdSource) -> SealedBackup:
+        """Snapshot, verify and seal; the result waits in the spool."""
+        self.spool.ensure()
+        begun = time.monotonic()
+        created = datetime.now(UTC)
+        raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
+        try:
+            status, sha256 = self._snapshot(source, raw)
+            self._check_cancel()
+            report = self._verify(raw)
+            self._check_cancel()
+            manifest = self._manifest(
+                created, report, raw, sha256, status=status, source="snapshot"
+            )
+            sealed = self._seal(raw, manifest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                raw.unlink()
+        self.stages["prepare_total"] = time.monotonic() - begun
+        return sealed
+
+    def prepare_from_data_dir(self, data_dir: Path, force: bool = False) -> SealedBackup:
+        """Back up ``member/snap/db`` of a stopped etcd (appending the sha256 trailer)."""
+        self.spool.ensure()
+        db = data_dir / "member" / "snap" / "db"
+        if not db.is_file():
+            raise SpoolError(f"{db} does not exist: is {data_dir} an etcd data dir?")
+        created = datetime.now(UTC)
+        raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
+        started = time.monotonic()
+        try:
+            with open(db, "rb") as src:
+                if not force:
+                    _refuse_if_locked(src, db)
+                part = raw.with_name(raw.name + ".part")
+                digest = hashlib.sha256()
+                with _removing(part), open(part, "xb") as out:
+                    for chunk in iter(lambda: src.read(1024 * 1024), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+                    # the trailer etcdctl would have written: restore needs no --skip-hash-check
+                    out.write(digest.digest())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(part, raw)
+            self._stage_done("copy", started, bytes=raw.stat().st_size, data_dir=str(data_dir))
+            report = self._verify(raw)
+            manifest = self._manifest(
+                created, report, raw, digest.hexdigest(), status=None, source="data-dir"
+            )
+            return self._seal(raw, manifest)
+        except OSError as exc:
+            raise _spool_error(exc, self.spool.dir) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                raw.unlink()
+
+    def _manifest(
+        self,
+        created: datetime,
+        report: VerifyReport,
+        raw: Path,
+        digest: str,
+        status: EtcdStatus | None,
+        source: str,
+    ) -> Manifest:
+        st = report.status
+        assert st is not None
+        size = raw.stat().st_size - 32
+        bid = backup_id(created, st.revision, self.settings.node)
+        return Manifest(
+            id=bid,
+            object=object_key(self.settings.cluster, bid),
+            created_at=format_time(created),
+            cluster=self.settings.cluster,
+            node=self.settings.node,
+            revision=st.revision,
+            db_size=size,
+            snapshot_sha256=digest,
+            object_size=0,
+            object_sha256="",
+            etcd_endpoint=status.endpoint if status else "",
+            etcd_version=status.version if status else "",
+            etcd_member_id=f"{status.member_id:x}" if status else "",
+            etcd_cluster_id=f"{status.cluster_id:x}" if status else "",
+            source=source,
+            hash=st.hash,
+            total_keys=st.total_key,
+            total_size=st.total_size,
+            status_rules=st.rules,
+            storage_version=st.version,
+            verified=True,
+            verifier_version=VERIFIER_VERSION,
+            compression=Compression(algorithm="zstd", level=self.settings.compression.level),
+            encryption=Encryption(format="age", recipients=self.settings.encryption.recipients),
+            agent_version=__version__,
+        )
+
+    def upload(self, sealed: SealedBackup) -> Manifest:
+        """Store the object, then the manifest (last); remove the spool copy on success."""
+        started = time.monotonic()
+        self._check_cancel()
+        m = sealed.manifest
+        locked = self.settings.store.s3 is not None and bool(
+            self.settings.store.s3.object_lock_mode
+        )
+        put = self.store.put_file(m.object, sealed.object_path, lock=locked)
+        if put.size != m.object_size:
+            self.store.delete(m.object)
+            raise SpoolError(
+                f"stored object {m.object} has {put.size} bytes, expected {m.object_size}"
+            )
+        duration = self.stages.get("prepare_total", 0.0) + (time.monotonic() - started)
+        final = replace(
+            m,
+            object_lock_mode=put.lock_mode,
+            retain_until=format_time(put.retain_until) if put.retain_until else None,
+            duration_seconds=round(duration, 3),
+        )
+        self._check_cancel()
+        self.store.put_bytes(manifest_key(m.cluster, m.id), final.to_json().encode(), lock=locked)
+        self.spool.discard(sealed)
+        self._stage_done(
+            "upload", started, object=m.object, bytes=put.size, store=self.store.describe()
+        )
+        return final
+
+    def run(self, source: EtcdSource) -> BackupOutcome:
+        """One complete backup; on failure nothing is stored and the spool is clean."""
+        self.stages = {}
+        sealed = self.prepare(source)
+        try:
+            manifest = self.upload(sealed)
+        except BaseException:
+            if not self.settings.spool.keep_unuploaded:
+                self.spool.discard(sealed)
+            raise
+        return BackupOutcome(manifest=manifest, stages=dict(self.stages))
+
+
+def _refuse_if_locked(f: Any, db: Path) -> None:
+    """bbolt holds an exclusive flock on the db while etcd runs: refuse if we cannot share it."""
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SpoolError(
+            f"{db} is locked by a running etcd: stop etcd first, or take an online backup "
+            "(`etcd-backup-agent backup` without --from-data-dir); --force copies it anyway "
+            "(the copy may be inconsistent)"
+        ) from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
