@@ -23,6 +23,8 @@ DEFAULT_CONFIG_PATH = Path("/etc/etcd-backup-agent/config.toml")
 
 T = TypeVar("T")
 
+# The placeholder in config/example.toml (age's documentation key): nobody holds its identity.
+EXAMPLE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _SECRET_KEYS = {
@@ -575,6 +577,12 @@ def _encryption(s: _Section) -> EncryptionSettings:
                 "recipients",
                 "an age identity (AGE-SECRET-KEY-...) was given where a public recipient "
                 "(age1...) is expected; keep identities off the node",
+            )
+        elif r == EXAMPLE_RECIPIENT:
+            s.problem(
+                "recipients",
+                "this is the placeholder recipient from the example config: replace it with your "
+                "own public key (create a key pair off the node with `etcd-backup-agent keygen`)",
             )
         elif not _AGE_RECIPIENT.match(r):
             s.problem(
