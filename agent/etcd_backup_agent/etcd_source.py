@@ -157,11 +157,16 @@ class EtcdSource:
             except OSError as exc:
                 raise EtcdAuthError(f"cannot read password_file: {exc.strerror}") from None
         try:
-            return etcd3.MultiEndpointEtcd3Client(
+            client = etcd3.MultiEndpointEtcd3Client(
                 endpoints=[ep], timeout=self.settings.dial_timeout, user=user, password=password
             )
         except Exception as exc:
             raise map_grpc_error(exc, target.url, "authenticating") from None
+        if not secure:
+            # gRPC refuses call credentials on plaintext channels; the token also travels
+            # as metadata, which is what etcd reads.
+            client.call_credentials = None
+        return client
 
     def client(self) -> Any:
         """The connected etcd3 client (first endpoint that answers Status)."""
@@ -173,7 +178,10 @@ class EtcdSource:
             try:
                 client = self._connect(target)
                 self._client, self._target = client, target
-                self._status_raw()
+                try:
+                    self._status_raw()
+                except grpc.RpcError as exc:
+                    raise map_grpc_error(exc, target.url, "status") from None
                 return client
             except SourceError as exc:
                 self.close()
