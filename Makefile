@@ -24,7 +24,7 @@ venv: $(BIN)/python
 setup: apt venv
 
 demo: setup
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python tests/demo.py
 
 lint: venv
 	$(BIN)/ruff check .
