@@ -14,15 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import big_etcd, machine, measure
-
 from tests.agent_helpers import agent_env, write_config
 from tests.servers import etcd_bin
 
+from common import big_etcd, machine, measure
+
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size-gb", type=float, default=1.1)
     ap.add_argument("--level", type=int, default=3, help="zstd level for the agent")
     args = ap.parse_args()
@@ -33,31 +34,58 @@ def main() -> int:
         try:
             key = base / "key.txt"
             subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-            recipient = subprocess.run(["age-keygen", "-y", str(key)], check=True,
-                                       capture_output=True, text=True).stdout.strip()
-            cfg = write_config(base / "c.toml", endpoint=server.endpoint, recipient=recipient,
-                               root=base, extra={"compression": {"level": args.level},
-                                                 "log": {"level": "warning"}})
-            ctl = measure([etcd_bin("etcdctl"), "--endpoints", server.endpoint,
-                           "snapshot", "save", str(base / "etcdctl.db")])
+            recipient = subprocess.run(
+                ["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True
+            ).stdout.strip()
+            cfg = write_config(
+                base / "c.toml",
+                endpoint=server.endpoint,
+                recipient=recipient,
+                root=base,
+                extra={"compression": {"level": args.level}, "log": {"level": "warning"}},
+            )
+            ctl = measure(
+                [
+                    etcd_bin("etcdctl"),
+                    "--endpoints",
+                    server.endpoint,
+                    "snapshot",
+                    "save",
+                    str(base / "etcdctl.db"),
+                ]
+            )
             assert ctl.returncode == 0, ctl.stderr
             db_size = (base / "etcdctl.db").stat().st_size
             (base / "etcdctl.db").unlink()
-            agent = measure([sys.executable, "-m", "etcd_backup_agent.cli", "backup",
-                             "--config", str(cfg), "--json"], env=agent_env())
+            agent = measure(
+                [
+                    sys.executable,
+                    "-m",
+                    "etcd_backup_agent.cli",
+                    "backup",
+                    "--config",
+                    str(cfg),
+                    "--json",
+                ],
+                env=agent_env(),
+            )
             assert agent.returncode == 0, agent.stderr
             manifest = json.loads(agent.stdout)
         finally:
             server.stop()
     print(f"machine: {machine()}")
-    print(f"database: {db_size / 1e9:.2f} GB, {keys} keys written, revision "
-          f"{manifest['revision']}; sealed object {manifest['object_size'] / 1e6:.0f} MB "
-          f"(zstd level {args.level})\n")
+    print(
+        f"database: {db_size / 1e9:.2f} GB, {keys} keys written, revision "
+        f"{manifest['revision']}; sealed object {manifest['object_size'] / 1e6:.0f} MB "
+        f"(zstd level {args.level})\n"
+    )
     print("| command | wall time | peak RSS (process tree) |")
     print("| --- | --- | --- |")
     print(f"| `etcdctl snapshot save` | {ctl.seconds:.1f} s | {ctl.peak_rss_mb:.0f} MB |")
-    print(f"| `etcd-backup-agent backup` (snapshot, verify, seal, store) | "
-          f"{agent.seconds:.1f} s | {agent.peak_rss_mb:.0f} MB |")
+    print(
+        f"| `etcd-backup-agent backup` (snapshot, verify, seal, store) | "
+        f"{agent.seconds:.1f} s | {agent.peak_rss_mb:.0f} MB |"
+    )
     print(f"\nagent stages: {json.dumps(manifest.get('duration_seconds'))} s total")
     return 0
 

@@ -31,8 +31,9 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def fill(server: EtcdServer, target_bytes: int, value_size: int = 1300, batch: int = 1000,
-         seed: int = 7) -> int:
+def fill(
+    server: EtcdServer, target_bytes: int, value_size: int = 1300, batch: int = 1000, seed: int = 7
+) -> int:
     """Write Kubernetes-like keys (semi-compressible JSON-ish values) until the db is big."""
     import etcd3
 
@@ -58,9 +59,10 @@ def fill(server: EtcdServer, target_bytes: int, value_size: int = 1300, batch: i
 
 
 def big_etcd(base: Path, target_bytes: int) -> tuple[EtcdServer, int]:
-    server = EtcdServer(base / "etcd-data",
-                        extra_args=["--max-txn-ops", "100000",
-                                    "--max-request-bytes", str(64 * 1024 * 1024)]).start()
+    server = EtcdServer(
+        base / "etcd-data",
+        extra_args=["--max-txn-ops", "100000", "--max-request-bytes", str(64 * 1024 * 1024)],
+    ).start()
     keys = fill(server, target_bytes)
     return server, keys
 
@@ -103,8 +105,7 @@ def _tree_rss_kb(root: int) -> int:
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> Run:
     """Run ``cmd``; wall time and peak RSS of its whole process tree (sampled every 20 ms)."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     stop = threading.Event()
 

@@ -74,11 +74,18 @@ def agent_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_agent(*args: str | Path, timeout: float = 300, input: bytes | None = None,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    *args: str | Path,
+    timeout: float = 300,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``etcd-backup-agent ARGS`` as a real process; never raises on exit code."""
     return subprocess.run(
         [sys.executable, "-m", "etcd_backup_agent.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env or agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or agent_env(),
         input=input.decode() if input is not None else None,
     )

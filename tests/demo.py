@@ -49,13 +49,20 @@ def main() -> int:
         step("creating an age key pair (the identity stays in demo-output, off a real node!)")
         key = out / "backup-identity.txt"
         subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-        recipient = subprocess.run(["age-keygen", "-y", str(key)], check=True,
-                                   capture_output=True, text=True).stdout.strip()
+        recipient = subprocess.run(
+            ["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         print(f"recipient: {recipient}")
 
-        cfg = write_config(out / "config.toml", endpoint=etcd.endpoint, recipient=recipient,
-                           root=out, cluster="demo", node="demo-node",
-                           extra={"log": {"level": "warning"}})
+        cfg = write_config(
+            out / "config.toml",
+            endpoint=etcd.endpoint,
+            recipient=recipient,
+            root=out,
+            cluster="demo",
+            node="demo-node",
+            extra={"log": {"level": "warning"}},
+        )
         print(f"config: {cfg}")
 
         step("etcd-backup-agent config check")
@@ -72,17 +79,34 @@ def main() -> int:
         step("restoring the backup into a new data dir (etcd-backup-agent restore)")
         peer = free_port()
         restored = out / "restored-data"
-        show(run_agent("restore", "latest", "--config", cfg, "--identity", key,
-                       "--data-dir", restored, "--name", "demo",
-                       "--initial-cluster", f"demo=http://127.0.0.1:{peer}",
-                       "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}"))
+        show(
+            run_agent(
+                "restore",
+                "latest",
+                "--config",
+                cfg,
+                "--identity",
+                key,
+                "--data-dir",
+                restored,
+                "--name",
+                "demo",
+                "--initial-cluster",
+                f"demo=http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+            )
+        )
         etcd.stop()
-        restored_server = EtcdServer(restored, name="demo", peer_port=peer,
-                                     initial_cluster=f"demo=http://127.0.0.1:{peer}").start()
+        restored_server = EtcdServer(
+            restored, name="demo", peer_port=peer, initial_cluster=f"demo=http://127.0.0.1:{peer}"
+        ).start()
         back = read_all(restored_server)
         same = all(back.get(k) == v for k, v in written.items())
-        print(f"restored etcd serves {len(back)} keys; all {len(written)} written keys "
-              f"identical: {same}")
+        print(
+            f"restored etcd serves {len(back)} keys; all {len(written)} written keys "
+            f"identical: {same}"
+        )
         if not same:
             raise SystemExit("demo failed: restored data differs")
 

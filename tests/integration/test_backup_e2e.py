@@ -35,21 +35,38 @@ def _decrypt(obj: Path, key: Path, out: Path) -> None:
     subprocess.run(f"age -d -i {key} {obj} | zstd -d -q -o {out}", shell=True, check=True)
 
 
-def test_round_trip_with_stock_tools(tmp_path: Path, etcd: EtcdServer,
-                                     age_identity: tuple[Path, str]) -> None:
+def test_round_trip_with_stock_tools(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     key, recipient = age_identity
     written = put_many(etcd, 3000, value_size=300)
     etcd.ctl("del", "/registry/test/0000007")  # a tombstone too
     del written[b"/registry/test/0000007"]
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=recipient,
-                       root=tmp_path)
+    cfg = write_config(
+        tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=recipient, root=tmp_path
+    )
     r = run_agent("backup", "--config", cfg, "--json")
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)
-    for field in ("format_version", "id", "object", "created_at", "cluster", "node",
-                  "etcd_endpoint", "etcd_version", "revision", "db_size", "snapshot_sha256",
-                  "object_size", "object_sha256", "compression", "encryption", "agent_version",
-                  "duration_seconds"):
+    for field in (
+        "format_version",
+        "id",
+        "object",
+        "created_at",
+        "cluster",
+        "node",
+        "etcd_endpoint",
+        "etcd_version",
+        "revision",
+        "db_size",
+        "snapshot_sha256",
+        "object_size",
+        "object_sha256",
+        "compression",
+        "encryption",
+        "agent_version",
+        "duration_seconds",
+    ):
         assert field in manifest, field
     assert manifest["etcd_version"] == "3.5.1"
     assert manifest["encryption"]["recipients"] == [recipient]
@@ -72,14 +89,27 @@ def test_round_trip_with_stock_tools(tmp_path: Path, etcd: EtcdServer,
     peer = free_port()
     restored = tmp_path / "restored"
     subprocess.run(
-        [etcd_bin("etcdutl"), "snapshot", "restore", str(snap), "--data-dir", str(restored),
-         "--name", "r1", "--initial-cluster", f"r1=http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}"],
-        check=True, capture_output=True,
+        [
+            etcd_bin("etcdutl"),
+            "snapshot",
+            "restore",
+            str(snap),
+            "--data-dir",
+            str(restored),
+            "--name",
+            "r1",
+            "--initial-cluster",
+            f"r1=http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+        ],
+        check=True,
+        capture_output=True,
     )
     etcd.stop()
-    server = EtcdServer(restored, name="r1", peer_port=peer,
-                        initial_cluster=f"r1=http://127.0.0.1:{peer}").start()
+    server = EtcdServer(
+        restored, name="r1", peer_port=peer, initial_cluster=f"r1=http://127.0.0.1:{peer}"
+    ).start()
     try:
         assert read_all(server) == written
     finally:
@@ -97,21 +127,34 @@ def test_mutual_tls(tmp_path: Path, age_identity: tuple[Path, str]) -> None:
     try:
         put_many(server, 50)
         base = {"ca_file": tls.ca, "cert_file": tls.client_cert, "key_file": tls.client_key}
-        cfg = write_config(tmp_path / "ok.toml", endpoint=server.endpoint,
-                           recipient=age_identity[1], root=tmp_path, extra={"etcd": base})
+        cfg = write_config(
+            tmp_path / "ok.toml",
+            endpoint=server.endpoint,
+            recipient=age_identity[1],
+            root=tmp_path,
+            extra={"etcd": base},
+        )
         r = run_agent("backup", "--config", cfg)
         assert r.returncode == 0, r.stderr
 
-        wrong_ca = write_config(tmp_path / "ca.toml", endpoint=server.endpoint,
-                                recipient=age_identity[1], root=tmp_path / "w",
-                                extra={"etcd": base | {"ca_file": tls.other_ca}})
+        wrong_ca = write_config(
+            tmp_path / "ca.toml",
+            endpoint=server.endpoint,
+            recipient=age_identity[1],
+            root=tmp_path / "w",
+            extra={"etcd": base | {"ca_file": tls.other_ca}},
+        )
         r = run_agent("backup", "--config", wrong_ca)
         assert r.returncode == 1
         assert "error:" in r.stderr and "TLS" in r.stderr and "Traceback" not in r.stderr
 
-        no_cert = write_config(tmp_path / "nocert.toml", endpoint=server.endpoint,
-                               recipient=age_identity[1], root=tmp_path / "n",
-                               extra={"etcd": {"ca_file": tls.ca}})
+        no_cert = write_config(
+            tmp_path / "nocert.toml",
+            endpoint=server.endpoint,
+            recipient=age_identity[1],
+            root=tmp_path / "n",
+            extra={"etcd": {"ca_file": tls.ca}},
+        )
         r = run_agent("backup", "--config", no_cert)
         assert r.returncode == 1
         assert "error:" in r.stderr and "Traceback" not in r.stderr
@@ -120,18 +163,22 @@ def test_mutual_tls(tmp_path: Path, age_identity: tuple[Path, str]) -> None:
         server.stop()
 
 
-def test_auth_user_and_password_file(tmp_path: Path, etcd: EtcdServer,
-                                     age_identity: tuple[Path, str]) -> None:
+def test_auth_user_and_password_file(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     secret = "s3cr3t-Pa55-" + os.urandom(4).hex()
     etcd.ctl("user", "add", "root", "--new-user-password", secret)
     etcd.ctl("auth", "enable")
     pw = tmp_path / "pw"
     pw.write_text(secret + "\n")
     pw.chmod(0o600)
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=age_identity[1],
-                       root=tmp_path,
-                       extra={"etcd": {"username": "root", "password_file": pw},
-                              "log": {"level": "debug"}})
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=age_identity[1],
+        root=tmp_path,
+        extra={"etcd": {"username": "root", "password_file": pw}, "log": {"level": "debug"}},
+    )
     r = run_agent("backup", "--config", cfg, "--json")
     assert r.returncode == 0, r.stderr
     assert secret not in r.stdout + r.stderr
@@ -144,9 +191,13 @@ def test_auth_user_and_password_file(tmp_path: Path, etcd: EtcdServer,
 
 
 def test_etcd_not_running(tmp_path: Path, age_identity: tuple[Path, str]) -> None:
-    cfg = write_config(tmp_path / "c.toml", endpoint=f"http://127.0.0.1:{free_port()}",
-                       recipient=age_identity[1], root=tmp_path,
-                       extra={"etcd": {"dial_timeout": "2s"}})
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        recipient=age_identity[1],
+        root=tmp_path,
+        extra={"etcd": {"dial_timeout": "2s"}},
+    )
     r = run_agent("backup", "--config", cfg)
     assert r.returncode == 1
     assert "etcd unavailable" in r.stderr or "timed out" in r.stderr, r.stderr
@@ -155,8 +206,9 @@ def test_etcd_not_running(tmp_path: Path, age_identity: tuple[Path, str]) -> Non
     assert _files(tmp_path / "spool") == [] if (tmp_path / "spool").exists() else True
 
 
-def test_etcd_killed_mid_snapshot(tmp_path: Path, etcd: EtcdServer,
-                                  age_identity: tuple[Path, str]) -> None:
+def test_etcd_killed_mid_snapshot(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     import etcd3
 
     client = etcd3.client(host="127.0.0.1", port=etcd.client_port, timeout=60)
@@ -164,11 +216,16 @@ def test_etcd_killed_mid_snapshot(tmp_path: Path, etcd: EtcdServer,
     for i in range(300):  # ~300 MB: the stream takes a few seconds on loopback
         client.put(f"/big/{i:04d}", blob[i:] + blob[:i])
     client.close()
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=age_identity[1],
-                       root=tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "etcd_backup_agent.cli", "backup",
-                             "--config", str(cfg)], env=agent_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cfg = write_config(
+        tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=age_identity[1], root=tmp_path
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcd_backup_agent.cli", "backup", "--config", str(cfg)],
+        env=agent_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         part: list[Path] = []
@@ -179,7 +236,7 @@ def test_etcd_killed_mid_snapshot(tmp_path: Path, etcd: EtcdServer,
             time.sleep(0.005)
         assert part, "the snapshot never started streaming"
         etcd.kill()
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -190,26 +247,42 @@ def test_etcd_killed_mid_snapshot(tmp_path: Path, etcd: EtcdServer,
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*"))
 
 
-def test_spool_not_writable(tmp_path: Path, etcd: EtcdServer,
-                            age_identity: tuple[Path, str]) -> None:
+def test_spool_not_writable(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the spool's parent should be")
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=age_identity[1],
-                       root=tmp_path, extra={"spool": {"dir": blocker / "spool"}})
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=age_identity[1],
+        root=tmp_path,
+        extra={"spool": {"dir": blocker / "spool"}},
+    )
     r = run_agent("backup", "--config", cfg)
     assert r.returncode == 1
     assert "spool dir" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_sigterm_is_clean_for_one_shot(tmp_path: Path, etcd: EtcdServer,
-                                       age_identity: tuple[Path, str]) -> None:
+def test_sigterm_is_clean_for_one_shot(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     """Interrupting a one-shot backup leaves nothing behind (no manifest, clean spool)."""
     put_many(etcd, 500, value_size=2000)
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=age_identity[1],
-                       root=tmp_path, extra={"compression": {"level": 19}})
-    proc = subprocess.Popen([sys.executable, "-m", "etcd_backup_agent.cli", "backup",
-                             "--config", str(cfg)], env=agent_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=age_identity[1],
+        root=tmp_path,
+        extra={"compression": {"level": 19}},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcd_backup_agent.cli", "backup", "--config", str(cfg)],
+        env=agent_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         if list((tmp_path / "spool").rglob("*.age.part")):

@@ -36,26 +36,29 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("snippet", "key", "expect"),
     [
-        ('[cluster]\nname = 5', "cluster.name", "expected a string"),
+        ("[cluster]\nname = 5", "cluster.name", "expected a string"),
         ('[cluster]\nnmae = "x"', "cluster.nmae", "unknown key"),
         ('[etcd]\nendpoints = "http://x:2379"', "etcd.endpoints", "list of strings"),
-        ('[etcd]\nsnapshot_timeout = 30', "etcd.snapshot_timeout", "duration"),
+        ("[etcd]\nsnapshot_timeout = 30", "etcd.snapshot_timeout", "duration"),
         ('[etcd]\nsnapshot_timeout = "30 parsecs"', "etcd.snapshot_timeout", "duration"),
         ('[etcd]\npassword = "hunter2"', "etcd.password", "never accepted inline"),
         ('[etcd]\nusername = "root"', "etcd.password_file", "required when username"),
         ('[etcd]\nca_file = "/nonexistent/ca.crt"', "etcd.ca_file", "does not exist"),
         ('[etcd]\ncert_file = "/etc/hostname"', "etcd.cert_file", "together"),
-        ('[compression]\nlevel = 42', "compression.level", "between 1 and 19"),
-        ('[compression]\nlevel = true', "compression.level", "an integer"),
+        ("[compression]\nlevel = 42", "compression.level", "between 1 and 19"),
+        ("[compression]\nlevel = true", "compression.level", "an integer"),
         ('[store]\ntype = "ftp"', "store.type", "one of"),
         ('[store]\ntype = "s3"', "store.s3.bucket", "bucket name"),
-        ('[store.s3]\nbucket = "b"\naws_secret_access_key = "x"',
-         "store.s3.aws_secret_access_key", "credentials_file"),
+        (
+            '[store.s3]\nbucket = "b"\naws_secret_access_key = "x"',
+            "store.s3.aws_secret_access_key",
+            "credentials_file",
+        ),
         ('[schedule]\ninterval = "0s"', "schedule.interval", "greater than zero"),
         ('[schedule]\nat = ["25:00"]', "schedule.at", "HH:MM"),
         ('[coordination]\nmode = "raft"', "coordination.mode", "one of"),
         ('[metrics]\nlisten = "nope"', "metrics.listen", "HOST:PORT"),
-        ('[retention]\nkeep_daily = -1', "retention.keep_daily", ">= 0"),
+        ("[retention]\nkeep_daily = -1", "retention.keep_daily", ">= 0"),
         ("[spool]\ndir = 3", "spool.dir", "a path"),
         ("bogus = 1", "bogus", "unknown key"),
     ],
@@ -98,7 +101,7 @@ def test_recipients_file_with_comments(tmp_path: Path) -> None:
     rfile = tmp_path / "recipients.txt"
     rfile.write_text(f"# ops team\n{RECIPIENT}  # laptop\n\n{other}\n")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[encryption]\nrecipients_file = "recipients.txt"\n')
+    cfg.write_text('[encryption]\nrecipients_file = "recipients.txt"\n')
     assert load(cfg).encryption.recipients == (RECIPIENT, other)
 
 
@@ -107,8 +110,9 @@ def test_unreadable_recipients_file(tmp_path: Path) -> None:
     cfg.write_text('[encryption]\nrecipients_file = "missing.txt"\n')
     with pytest.raises(ConfigError) as info:
         load(cfg)
-    assert any("encryption.recipients_file" in p and "does not exist" in p
-               for p in info.value.problems)
+    assert any(
+        "encryption.recipients_file" in p and "does not exist" in p for p in info.value.problems
+    )
 
 
 def test_invalid_toml_names_file(tmp_path: Path) -> None:

@@ -17,9 +17,18 @@ from etcd_backup_agent.manifest import (
 
 def sample() -> Manifest:
     bid = backup_id(datetime(2026, 11, 24, 8, 5, 9, tzinfo=UTC), 1234, "cp-1")
-    return Manifest(id=bid, object=object_key("prod", bid), created_at="2026-11-24T08:05:09Z",
-                    cluster="prod", node="cp-1", revision=1234, db_size=4096,
-                    snapshot_sha256="ab" * 32, object_size=100, object_sha256="cd" * 32)
+    return Manifest(
+        id=bid,
+        object=object_key("prod", bid),
+        created_at="2026-11-24T08:05:09Z",
+        cluster="prod",
+        node="cp-1",
+        revision=1234,
+        db_size=4096,
+        snapshot_sha256="ab" * 32,
+        object_size=100,
+        object_sha256="cd" * 32,
+    )
 
 
 def test_id_and_keys() -> None:

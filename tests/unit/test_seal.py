@@ -23,21 +23,24 @@ def payload(tmp_path: Path) -> Path:
     return p
 
 
-def test_stock_age_and_zstd_read_sealed_file(tmp_path: Path, payload: Path,
-                                             age_identity: tuple[Path, str]) -> None:
+def test_stock_age_and_zstd_read_sealed_file(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
+) -> None:
     key, recipient = age_identity
     sealed = tmp_path / "x.db.zst.age"
     result = seal_file(payload, sealed, [recipient], level=3)
     assert result.input_size == payload.stat().st_size
     assert result.object_size == sealed.stat().st_size
     assert result.object_sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
-    out = subprocess.run(f"age -d -i {key} {sealed} | zstd -d -c", shell=True, check=True,
-                         capture_output=True).stdout
+    out = subprocess.run(
+        f"age -d -i {key} {sealed} | zstd -d -c", shell=True, check=True, capture_output=True
+    ).stdout
     assert out == payload.read_bytes()
 
 
-def test_child_process_seal_matches(tmp_path: Path, payload: Path,
-                                    age_identity: tuple[Path, str]) -> None:
+def test_child_process_seal_matches(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
+) -> None:
     key, recipient = age_identity
     sealed = tmp_path / "x.age"
     result = run_seal(payload, sealed, (recipient,), level=1)
@@ -48,20 +51,21 @@ def test_child_process_seal_matches(tmp_path: Path, payload: Path,
     assert un.sha256 == hashlib.sha256(payload.read_bytes()).hexdigest()
 
 
-def test_child_process_failure_leaves_no_output(tmp_path: Path,
-                                                age_identity: tuple[Path, str]) -> None:
+def test_child_process_failure_leaves_no_output(
+    tmp_path: Path, age_identity: tuple[Path, str]
+) -> None:
     sealed = tmp_path / "x.age"
     with pytest.raises(CryptoError):
         run_seal(tmp_path / "missing.db", sealed, (age_identity[1],), level=1)
     assert not sealed.exists()
 
 
-def test_unseal_reads_stock_tool_output(tmp_path: Path, payload: Path,
-                                        age_identity: tuple[Path, str]) -> None:
+def test_unseal_reads_stock_tool_output(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
+) -> None:
     key, recipient = age_identity
     sealed = tmp_path / "stock.age"
-    subprocess.run(f"zstd -q -c {payload} | age -r {recipient} -o {sealed}", shell=True,
-                   check=True)
+    subprocess.run(f"zstd -q -c {payload} | age -r {recipient} -o {sealed}", shell=True, check=True)
     with sealed.open("rb") as f:
         unseal_stream(f, tmp_path / "out.db", key.read_text())
     assert (tmp_path / "out.db").read_bytes() == payload.read_bytes()
@@ -73,8 +77,9 @@ def _sealed_bytes(tmp_path: Path, payload: Path, recipient: str) -> bytes:
     return sealed.read_bytes()
 
 
-def test_wrong_identity_writes_nothing(tmp_path: Path, payload: Path,
-                                       age_identity: tuple[Path, str]) -> None:
+def test_wrong_identity_writes_nothing(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
+) -> None:
     data = _sealed_bytes(tmp_path, payload, age_identity[1])
     other = str(pyrage.x25519.Identity.generate())
     dst = tmp_path / "out.db"
@@ -84,8 +89,9 @@ def test_wrong_identity_writes_nothing(tmp_path: Path, payload: Path,
 
 
 @pytest.mark.parametrize("where", [0.5, 0.99])
-def test_tampered_object_writes_nothing(tmp_path: Path, payload: Path,
-                                        age_identity: tuple[Path, str], where: float) -> None:
+def test_tampered_object_writes_nothing(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str], where: float
+) -> None:
     data = bytearray(_sealed_bytes(tmp_path, payload, age_identity[1]))
     data[int(len(data) * where)] ^= 0x01
     dst = tmp_path / "out.db"
@@ -94,8 +100,9 @@ def test_tampered_object_writes_nothing(tmp_path: Path, payload: Path,
     assert list(tmp_path.glob("*out.db*")) == []
 
 
-def test_truncated_object_writes_nothing(tmp_path: Path, payload: Path,
-                                         age_identity: tuple[Path, str]) -> None:
+def test_truncated_object_writes_nothing(
+    tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
+) -> None:
     data = _sealed_bytes(tmp_path, payload, age_identity[1])
     dst = tmp_path / "out.db"
     with pytest.raises(CryptoError):
