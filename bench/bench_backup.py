@@ -14,10 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import big_etcd, machine, measure
 from tests.agent_helpers import agent_env, write_config
 from tests.servers import etcd_bin
-
-from common import big_etcd, machine, measure
 
 
 def main() -> int:
