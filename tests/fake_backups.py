@@ -82,7 +82,8 @@ class MemoryStore:
 
     def list(self, prefix: str) -> Listing:
         objs = tuple(
-            StoredObject(key=k, size=len(v)) for k, v in sorted(self.data.items())
+            StoredObject(key=k, size=len(v))
+            for k, v in sorted(self.data.items())
             if k.startswith(prefix)
         )
         return Listing(objects=objs, complete=self.complete)

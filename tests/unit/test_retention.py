@@ -19,8 +19,9 @@ NOW = at("2030-01-01T00:00:00")
 DAY = 86400.0
 
 
-def run(times: list[str], policy: RetentionSettings, now: str | None = None,
-        **kw: bool) -> dict[str, tuple[bool, tuple[str, ...]]]:
+def run(
+    times: list[str], policy: RetentionSettings, now: str | None = None, **kw: bool
+) -> dict[str, tuple[bool, tuple[str, ...]]]:
     """Plan over backups taken at ``times``; map each time to (keep, reasons)."""
     backups = [fake_manifest(t, **kw) for t in times]
     decisions = plan(backups, policy, at(now) if now else NOW)
@@ -58,7 +59,9 @@ def test_decisions_are_newest_first() -> None:
     times = ["2026-11-02T00:00:00", "2026-11-03T00:00:00", "2026-11-01T00:00:00"]
     decisions = plan([fake_manifest(t) for t in times], RetentionSettings(keep_last=1), NOW)
     assert [d.backup.created_at for d in decisions] == [
-        "2026-11-03T00:00:00Z", "2026-11-02T00:00:00Z", "2026-11-01T00:00:00Z"
+        "2026-11-03T00:00:00Z",
+        "2026-11-02T00:00:00Z",
+        "2026-11-01T00:00:00Z",
     ]
 
 
@@ -66,8 +69,13 @@ def test_decisions_are_newest_first() -> None:
 
 
 def test_hourly_bucket_edge_is_the_full_hour() -> None:
-    times = ["2026-11-24T07:00:00", "2026-11-24T08:00:00", "2026-11-24T08:59:59",
-             "2026-11-24T09:00:00", "2026-11-24T09:30:00"]
+    times = [
+        "2026-11-24T07:00:00",
+        "2026-11-24T08:00:00",
+        "2026-11-24T08:59:59",
+        "2026-11-24T09:00:00",
+        "2026-11-24T09:30:00",
+    ]
     r = run(times, RetentionSettings(keep_hourly=2))
     assert kept(r) == {"2026-11-24T09:30:00", "2026-11-24T08:59:59"}
     assert rule_reasons(r["2026-11-24T09:30:00"][1]) == ("hourly 2026-11-24T09",)
@@ -75,8 +83,12 @@ def test_hourly_bucket_edge_is_the_full_hour() -> None:
 
 
 def test_daily_bucket_edge_is_midnight_utc() -> None:
-    times = ["2026-11-23T00:00:00", "2026-11-23T23:59:59", "2026-11-24T00:00:00",
-             "2026-11-24T12:00:00"]
+    times = [
+        "2026-11-23T00:00:00",
+        "2026-11-23T23:59:59",
+        "2026-11-24T00:00:00",
+        "2026-11-24T12:00:00",
+    ]
     r = run(times, RetentionSettings(keep_daily=2))
     assert kept(r) == {"2026-11-24T12:00:00", "2026-11-23T23:59:59"}
     assert r["2026-11-23T23:59:59"][1] == ("daily 2026-11-23",)
@@ -91,8 +103,12 @@ def test_calendar_rules_count_only_buckets_that_hold_backups() -> None:
 
 
 def test_daily_around_leap_day() -> None:
-    times = ["2028-02-28T23:59:59", "2028-02-29T00:00:00", "2028-02-29T23:59:59",
-             "2028-03-01T00:00:00"]
+    times = [
+        "2028-02-28T23:59:59",
+        "2028-02-29T00:00:00",
+        "2028-02-29T23:59:59",
+        "2028-03-01T00:00:00",
+    ]
     r = run(times, RetentionSettings(keep_daily=3))
     assert kept(r) == {"2028-03-01T00:00:00", "2028-02-29T23:59:59", "2028-02-28T23:59:59"}
     assert r["2028-02-29T23:59:59"][1] == ("daily 2028-02-29",)
@@ -108,8 +124,14 @@ def test_weekly_edge_is_monday_midnight_utc() -> None:
 
 def test_weekly_uses_iso_weeks_across_new_year_and_week_53() -> None:
     # 2026 has 53 ISO weeks: Mon 2026-12-28 .. Sun 2027-01-03 are all 2026-W53.
-    times = ["2026-12-27T23:59:59", "2026-12-28T00:00:00", "2026-12-31T12:00:00",
-             "2027-01-01T00:00:00", "2027-01-03T23:59:59", "2027-01-04T00:00:00"]
+    times = [
+        "2026-12-27T23:59:59",
+        "2026-12-28T00:00:00",
+        "2026-12-31T12:00:00",
+        "2027-01-01T00:00:00",
+        "2027-01-03T23:59:59",
+        "2027-01-04T00:00:00",
+    ]
     r = run(times, RetentionSettings(keep_weekly=3))
     assert kept(r) == {"2027-01-04T00:00:00", "2027-01-03T23:59:59", "2026-12-27T23:59:59"}
     assert rule_reasons(r["2027-01-04T00:00:00"][1]) == ("weekly 2027-W01",)
@@ -129,19 +151,32 @@ def test_weekly_december_days_can_belong_to_next_years_week_1() -> None:
 
 
 def test_monthly_edges_at_month_ends_and_leap_february() -> None:
-    times = ["2026-01-31T23:59:59", "2026-02-01T00:00:00", "2028-02-29T23:59:59",
-             "2028-03-01T00:00:00", "2028-03-31T23:59:59"]
+    times = [
+        "2026-01-31T23:59:59",
+        "2026-02-01T00:00:00",
+        "2028-02-29T23:59:59",
+        "2028-03-01T00:00:00",
+        "2028-03-31T23:59:59",
+    ]
     r = run(times, RetentionSettings(keep_monthly=4))
-    assert kept(r) == {"2028-03-31T23:59:59", "2028-02-29T23:59:59", "2026-02-01T00:00:00",
-                       "2026-01-31T23:59:59"}
+    assert kept(r) == {
+        "2028-03-31T23:59:59",
+        "2028-02-29T23:59:59",
+        "2026-02-01T00:00:00",
+        "2026-01-31T23:59:59",
+    }
     assert r["2028-02-29T23:59:59"][1] == ("monthly 2028-02",)
     assert r["2026-01-31T23:59:59"][1] == ("monthly 2026-01",)
     assert not r["2028-03-01T00:00:00"][0]
 
 
 def test_yearly_edge_is_new_year_utc() -> None:
-    times = ["2025-06-01T00:00:00", "2026-12-31T23:59:59", "2027-01-01T00:00:00",
-             "2027-05-01T00:00:00"]
+    times = [
+        "2025-06-01T00:00:00",
+        "2026-12-31T23:59:59",
+        "2027-01-01T00:00:00",
+        "2027-05-01T00:00:00",
+    ]
     r = run(times, RetentionSettings(keep_yearly=2))
     assert kept(r) == {"2027-05-01T00:00:00", "2026-12-31T23:59:59"}
     assert r["2026-12-31T23:59:59"][1] == ("yearly 2026",)
@@ -161,8 +196,13 @@ def test_buckets_use_utc_even_when_now_has_another_zone() -> None:
 
 
 def test_keep_within_is_relative_to_the_newest_backup_not_now() -> None:
-    times = ["2026-11-20T12:00:00", "2026-11-21T11:59:59", "2026-11-21T12:00:00",
-             "2026-11-23T12:00:00", "2026-11-24T12:00:00"]
+    times = [
+        "2026-11-20T12:00:00",
+        "2026-11-21T11:59:59",
+        "2026-11-21T12:00:00",
+        "2026-11-23T12:00:00",
+        "2026-11-24T12:00:00",
+    ]
     # Years after the last backup: a now-relative rule would delete everything.
     r = run(times, RetentionSettings(keep_within=3 * DAY), now="2030-06-01T00:00:00")
     assert kept(r) == {"2026-11-24T12:00:00", "2026-11-23T12:00:00", "2026-11-21T12:00:00"}
@@ -174,11 +214,19 @@ def test_keep_within_is_relative_to_the_newest_backup_not_now() -> None:
 
 
 def test_a_backup_is_kept_when_any_rule_keeps_it_and_lists_every_rule() -> None:
-    times = ["2026-09-15T00:00:00", "2026-10-31T23:00:00", "2026-11-23T06:00:00",
-             "2026-11-24T06:00:00", "2026-11-24T07:00:00"]
+    times = [
+        "2026-09-15T00:00:00",
+        "2026-10-31T23:00:00",
+        "2026-11-23T06:00:00",
+        "2026-11-24T06:00:00",
+        "2026-11-24T07:00:00",
+    ]
     r = run(times, RetentionSettings(keep_last=1, keep_daily=2, keep_monthly=3))
     assert r["2026-11-24T07:00:00"][1] == (
-        "last #1", "daily 2026-11-24", "monthly 2026-11", "newest verified backup"
+        "last #1",
+        "daily 2026-11-24",
+        "monthly 2026-11",
+        "newest verified backup",
     )
     assert r["2026-11-24T06:00:00"] == (False, ())
     assert r["2026-11-23T06:00:00"][1] == ("daily 2026-11-23",)
@@ -244,7 +292,9 @@ def test_lock_reason_is_added_beside_rule_reasons() -> None:
     m = fake_manifest("2026-11-24T12:00:00", retain_until="2031-01-01T00:00:00Z")
     (d,) = plan([m], RetentionSettings(keep_last=1), NOW)
     assert d.reasons == (
-        "last #1", "newest verified backup", "object lock until 2031-01-01T00:00:00Z"
+        "last #1",
+        "newest verified backup",
+        "object lock until 2031-01-01T00:00:00Z",
     )
     assert not d.held_by_lock
 
@@ -277,8 +327,10 @@ def test_apply_deletes_manifest_then_object() -> None:
     store.add(drop)
     result = apply(store, "c1", plan([keep, drop], RetentionSettings(keep_last=1), NOW))
     assert result.deleted == [drop.id]
-    assert store.calls == [("delete", manifest_key("c1", drop.id)),
-                           ("delete", object_key("c1", drop.id))]
+    assert store.calls == [
+        ("delete", manifest_key("c1", drop.id)),
+        ("delete", object_key("c1", drop.id)),
+    ]
 
 
 def test_apply_dry_run_deletes_nothing() -> None:
@@ -286,8 +338,9 @@ def test_apply_dry_run_deletes_nothing() -> None:
     keep, drop = fake_manifest("2026-11-24T12:00:00"), fake_manifest("2026-11-24T11:00:00")
     store.add(keep)
     store.add(drop)
-    result = apply(store, "c1", plan([keep, drop], RetentionSettings(keep_last=1), NOW),
-                   dry_run=True)
+    result = apply(
+        store, "c1", plan([keep, drop], RetentionSettings(keep_last=1), NOW), dry_run=True
+    )
     assert result.deleted == [drop.id] and result.dry_run
     assert store.calls == []
 
@@ -327,7 +380,9 @@ _times = st.datetimes(
 _backups = st.lists(st.tuples(_times, st.booleans(), st.booleans()), max_size=40).map(
     lambda rows: [
         fake_manifest(
-            t.isoformat(), verified=v, node=f"n{i}",
+            t.isoformat(),
+            verified=v,
+            node=f"n{i}",
             retain_until="2031-01-01T00:00:00Z" if locked else None,
         )
         for i, (t, v, locked) in enumerate(rows)
@@ -367,9 +422,13 @@ def test_plan_properties(backups: list[Manifest], policy: RetentionSettings, see
     # keep_last keeps exactly min(N, len); each calendar rule keeps at most N.
     last = sum(1 for d in decisions for r in d.reasons if r.startswith("last #"))
     assert last == min(policy.keep_last, len(backups))
-    for name, n in (("hourly ", policy.keep_hourly), ("daily ", policy.keep_daily),
-                    ("weekly ", policy.keep_weekly), ("monthly ", policy.keep_monthly),
-                    ("yearly ", policy.keep_yearly)):
+    for name, n in (
+        ("hourly ", policy.keep_hourly),
+        ("daily ", policy.keep_daily),
+        ("weekly ", policy.keep_weekly),
+        ("monthly ", policy.keep_monthly),
+        ("yearly ", policy.keep_yearly),
+    ):
         assert sum(1 for d in decisions for r in d.reasons if r.startswith(name)) <= n
     if policy.empty:
         assert all(d.reasons == ("no retention policy",) for d in decisions)
