@@ -6,6 +6,7 @@ import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
@@ -48,8 +49,8 @@ def populated(tmp_path: Path) -> tuple[Path, dict[str, Manifest]]:
     return root, ms
 
 
-def settings_for(root: Path, **policy: int | float) -> Settings:
-    return Settings(cluster="c1", node="n1", retention=RetentionSettings(**policy))  # type: ignore[arg-type]
+def settings_for(**policy: Any) -> Settings:
+    return Settings(cluster="c1", node="n1", retention=RetentionSettings(**policy))
 
 
 class RecordingStore(LocalStore):
@@ -70,7 +71,7 @@ def test_prune_deletes_manifest_then_object_and_leaves_the_rest(
 ) -> None:
     root, ms = populated
     store = RecordingStore(root)
-    report = prune(store, settings_for(root, keep_last=2), NOW)
+    report = prune(store, settings_for(keep_last=2), NOW)
     gone = [ms[d].id for d in ("2026-11-22", "2026-11-21", "2026-11-20")]
     assert report.result.deleted == gone
     assert report.skipped_locked == 1  # the 19th, held by its object lock
@@ -92,13 +93,13 @@ def test_prune_deletes_manifest_then_object_and_leaves_the_rest(
     assert {manifest_key("c2", other.id), object_key("c2", other.id)} <= left
     assert not any(k.startswith("c2/") for k, _ in store.deletes)
     # A second run finds nothing more to delete.
-    assert prune(store, settings_for(root, keep_last=2), NOW).result.deleted == []
+    assert prune(store, settings_for(keep_last=2), NOW).result.deleted == []
 
 
 def test_dry_run_deletes_nothing(populated: tuple[Path, dict[str, Manifest]]) -> None:
     root, _ = populated
     before = files(root)
-    report = prune(LocalStore(root), settings_for(root, keep_last=1), NOW, dry_run=True)
+    report = prune(LocalStore(root), settings_for(keep_last=1), NOW, dry_run=True)
     assert len(report.result.deleted) == 4 and report.result.dry_run
     assert files(root) == before
 
@@ -106,7 +107,7 @@ def test_dry_run_deletes_nothing(populated: tuple[Path, dict[str, Manifest]]) ->
 def test_empty_policy_keeps_everything(populated: tuple[Path, dict[str, Manifest]]) -> None:
     root, _ = populated
     before = files(root)
-    report = prune(LocalStore(root), settings_for(root), NOW)
+    report = prune(LocalStore(root), settings_for(), NOW)
     assert report.result.deleted == []
     assert all(d.reasons == ("no retention policy",) for d in report.decisions)
     assert files(root) == before
@@ -117,7 +118,7 @@ def test_incomplete_listing_refuses_to_prune() -> None:
     for t in DAYS:
         store.add(fake_manifest(t))
     with pytest.raises(StoreError, match="refusing to prune: listing incomplete"):
-        prune(store, settings_for(Path(), keep_last=1), NOW)
+        prune(store, settings_for(keep_last=1), NOW)
     assert not any(op == "delete" for op, _ in store.calls)
 
 
@@ -128,7 +129,7 @@ def test_object_lock_in_the_store_restores_the_manifest_and_is_counted() -> None
         store.add(m)
     oldest = ms[0]
     store.locked.add(object_key("c1", oldest.id))
-    report = prune(store, settings_for(Path(), keep_last=2), NOW)
+    report = prune(store, settings_for(keep_last=2), NOW)
     assert report.result.locked == [oldest.id]
     assert report.skipped_locked == 1
     assert len(report.result.deleted) == 3

@@ -20,10 +20,10 @@ DAY = 86400.0
 
 
 def run(
-    times: list[str], policy: RetentionSettings, now: str | None = None, **kw: bool
+    times: list[str], policy: RetentionSettings, now: str | None = None, verified: bool = True
 ) -> dict[str, tuple[bool, tuple[str, ...]]]:
     """Plan over backups taken at ``times``; map each time to (keep, reasons)."""
-    backups = [fake_manifest(t, **kw) for t in times]
+    backups = [fake_manifest(t, verified=verified) for t in times]
     decisions = plan(backups, policy, at(now) if now else NOW)
     return {d.backup.created_at.removesuffix("Z"): (d.keep, d.reasons) for d in decisions}
 
