@@ -63,7 +63,8 @@ class PruneReport:
 
     @property
     def kept(self) -> int:
-        return sum(1 for d in self.decisions if d.keep)
+        """Backups kept by a rule or the newest-verified rule (not only by a lock)."""
+        return sum(1 for d in self.decisions if d.keep and not d.held_by_lock)
 
     @property
     def skipped_locked(self) -> int:
@@ -84,6 +85,9 @@ _CALENDAR: tuple[tuple[str, _Bucket], ...] = (
 
 def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) -> list[Decision]:
     """Decide, for each backup, keep or delete and why; newest first. Pure: no I/O."""
+    counts = (policy.keep_last, policy.keep_hourly, policy.keep_daily, policy.keep_weekly)
+    if min(*counts, policy.keep_monthly, policy.keep_yearly, policy.keep_within) < 0:
+        raise ValueError(f"retention counts and keep_within must be >= 0: {policy}")
     ordered = sorted(backups, key=sort_key, reverse=True)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -92,7 +96,7 @@ def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) 
     reasons: list[list[str]] = [[] for _ in ordered]
     for i in range(min(policy.keep_last, len(ordered))):
         reasons[i].append(f"last #{i + 1}")
-    counts = {
+    per_bucket = {
         "hourly": policy.keep_hourly,
         "daily": policy.keep_daily,
         "weekly": policy.keep_weekly,
@@ -100,7 +104,7 @@ def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) 
         "yearly": policy.keep_yearly,
     }
     for name, bucket in _CALENDAR:
-        _keep_buckets(ordered, reasons, name, bucket, counts[name])
+        _keep_buckets(ordered, reasons, name, bucket, per_bucket[name])
     if policy.keep_within > 0 and ordered:
         newest = ordered[0].created
         label = f"within {format_duration(policy.keep_within)}"

@@ -179,13 +179,13 @@ def test_prune_command_dry_run_json_then_for_real(
     actions = {d["id"]: d["action"] for d in out["decisions"]}
     assert actions[ms["2026-11-24"].id] == "keep"
     assert actions[ms["2026-11-22"].id] == "would-delete"
-    assert actions[ms["2026-11-19"].id] == "keep"
+    assert actions[ms["2026-11-19"].id] == "locked"
     reasons = {d["id"]: d["reasons"] for d in out["decisions"]}
     assert reasons[ms["2026-11-24"].id] == ["last #1", "newest verified backup"]
     assert reasons[ms["2026-11-19"].id] == ["object lock until 2999-01-01T00:00:00Z"]
     assert out["summary"] == {
         "backups": 6,
-        "kept": 3,
+        "kept": 2,
         "deleted": 3,
         "skipped_locked": 1,
         "failed": 0,
@@ -198,7 +198,7 @@ def test_prune_command_dry_run_json_then_for_real(
     assert f"DELETE        {ms['2026-11-20'].id}" in text
     assert f"KEEP          {ms['2026-11-23'].id}  last #2" in text
     assert "orphan (no manifest, not deleted): c1/20261101T000000Z-r1-n1.db.zst.age" in text
-    assert "6 backup(s): 3 kept, deleted 3, 1 skipped (object lock), 0 failed" in text
+    assert "6 backup(s): 2 kept, deleted 3, 1 skipped (object lock), 0 failed" in text
     assert manifest_key("c1", ms["2026-11-20"].id) not in files(root)
 
 
@@ -251,3 +251,34 @@ def test_prune_command_exits_1_when_a_delete_fails(
 def test_locked_error_type_is_a_store_error() -> None:
     # apply catches ObjectLocked before StoreError; the order matters only if it stays a subclass.
     assert issubclass(ObjectLocked, StoreError)
+
+
+@pytest.mark.usefixtures("only_present_commands")
+def test_prune_command_reports_store_object_locks_and_exits_0(
+    tmp_path: Path,
+    populated: tuple[Path, dict[str, Manifest]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, ms = populated
+    cfg = write_config(tmp_path / "config.toml", root, "keep_last = 3")
+    locked = ms["2026-11-21"]
+    real_delete = LocalStore.delete
+
+    def delete(self: LocalStore, key: str) -> None:
+        if key == object_key("c1", locked.id):
+            raise ObjectLocked(f"{key} is under object lock")
+        real_delete(self, key)
+
+    monkeypatch.setattr(LocalStore, "delete", delete)
+    assert cli.main(["prune", "--config", str(cfg), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["locked"] == [locked.id]
+    actions = [d["action"] for d in out["decisions"]]
+    assert out["summary"]["kept"] == actions.count("keep") == 3
+    assert out["summary"]["skipped_locked"] == actions.count("locked") == 2
+    assert out["summary"]["deleted"] == actions.count("delete") == 1
+    # The locked backup is still listed: its manifest was put back.
+    left = files(root)
+    assert {manifest_key("c1", locked.id), object_key("c1", locked.id)} <= left
+    assert Manifest.from_json((root / manifest_key("c1", locked.id)).read_bytes()) == locked

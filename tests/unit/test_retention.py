@@ -448,3 +448,9 @@ def test_plan_does_not_mutate_its_input() -> None:
     before = [replace(m) for m in backups]
     plan(backups, RetentionSettings(keep_last=1), NOW)
     assert backups == before
+
+
+@pytest.mark.parametrize("field", ["keep_last", "keep_daily", "keep_yearly", "keep_within"])
+def test_negative_policy_values_are_refused_not_read_as_keep_nothing(field: str) -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        plan([fake_manifest("2026-11-24T12:00:00")], RetentionSettings(**{field: -1}), NOW)

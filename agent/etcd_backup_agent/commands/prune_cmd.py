@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import EXIT_FAILURE, EXIT_OK
-from ..retention import PruneReport, prune
+from ..retention import Decision, PruneReport, prune
 from ..store import open_store
 from . import load_settings
 
@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.result.failed else EXIT_OK
 
 
-def _action(report: PruneReport, bid: str, keep: bool) -> str:
-    result = report.result
-    if keep:
-        return "keep"
-    if bid in result.locked:
+def _action(report: PruneReport, d: Decision) -> str:
+    """One of keep, locked, failed, delete, would-delete; they add up to the summary."""
+    result, bid = report.result, d.backup.id
+    if d.held_by_lock or bid in result.locked:
         return "locked"
+    if d.keep:
+        return "keep"
     if any(fid == bid for fid, _ in result.failed):
         return "failed"
     return "would-delete" if result.dry_run else "delete"
@@ -78,7 +79,7 @@ def to_dict(report: PruneReport) -> dict[str, Any]:
                 "id": d.backup.id,
                 "created_at": d.backup.created_at,
                 "verified": d.backup.verified,
-                "action": _action(report, d.backup.id, d.keep),
+                "action": _action(report, d),
                 "reasons": list(d.reasons),
             }
             for d in report.decisions
@@ -95,9 +96,15 @@ def to_dict(report: PruneReport) -> dict[str, Any]:
 def print_text(report: PruneReport) -> None:
     failed = dict(report.result.failed)
     for d in report.decisions:
-        action = _action(report, d.backup.id, d.keep).upper()
+        action = _action(report, d)
         flag = "" if d.backup.verified else " (unverified)"
-        why = ", ".join(d.reasons) if d.keep else failed.get(d.backup.id, "no rule keeps it")
+        if d.keep:
+            why = ", ".join(d.reasons)
+        elif action == "locked":
+            why = "object lock: the store refused the delete"
+        else:
+            why = failed.get(d.backup.id, "no rule keeps it")
+        action = action.upper()
         print(f"{action:<13} {d.backup.id}{flag}  {why}")
     if not report.decisions:
         print(f"(no backups of cluster {report.cluster!r} in {report.store})")
