@@ -153,10 +153,10 @@ def apply(
 
     Order per backup: the manifest first, then the object, so a half-deleted backup is
     never listed as restorable (a leftover object is only an orphan). When the object
-    then turns out to be locked, the manifest is put back from the decision's manifest,
-    so a locked backup stays listed and restorable; when that put fails, or deleting the
-    object fails for another reason, the id is reported in ``failed`` and the object
-    remains as an orphan for the next listing to report.
+    then turns out to be locked, the manifest is put back (the bytes read just before the
+    delete, else ``manifest.to_json()``), so a locked backup stays listed and restorable;
+    when that put fails, or deleting the object fails for another reason, the id is
+    reported in ``failed`` and the object remains as an orphan for the next listing.
     """
     _check_newest_verified_kept(decisions)
     result = ApplyResult(dry_run=dry_run)
@@ -177,6 +177,11 @@ def apply(
 def _delete_one(store: Store, cluster: str, m: Manifest, result: ApplyResult) -> None:
     mkey, okey = manifest_key(cluster, m.id), object_key(cluster, m.id)
     try:
+        # Keep the stored bytes (fields this version does not know) to put back on a lock.
+        original = store.get_bytes(mkey)
+    except StoreError:
+        original = m.to_json().encode()
+    try:
         store.delete(mkey)
     except ObjectLocked:
         result.locked.append(m.id)
@@ -188,7 +193,7 @@ def _delete_one(store: Store, cluster: str, m: Manifest, result: ApplyResult) ->
         store.delete(okey)
     except ObjectLocked:
         try:
-            store.put_bytes(mkey, m.to_json().encode())
+            store.put_bytes(mkey, original)
         except StoreError as exc:
             result.failed.append((m.id, f"object locked; manifest not restored: {exc}"))
             return

@@ -356,6 +356,19 @@ def test_locked_object_restores_the_manifest_and_counts_as_locked() -> None:
     assert result.locked == [drop.id] and result.deleted == [] and result.failed == []
     assert Manifest.from_json(store.data[manifest_key("c1", drop.id)]) == drop
     assert Manifest.from_json(before) == drop
+    assert store.data[manifest_key("c1", drop.id)] == before
+
+
+def test_restored_manifest_keeps_fields_this_version_does_not_know() -> None:
+    store = MemoryStore()
+    keep, drop = fake_manifest("2026-11-24T12:00:00"), fake_manifest("2026-11-24T11:00:00")
+    store.add(keep)
+    store.add(drop)
+    future = drop.to_json().replace('"id":', '"added_by_a_newer_agent": 7,\n  "id":', 1)
+    store.data[manifest_key("c1", drop.id)] = future.encode()
+    store.locked.add(object_key("c1", drop.id))
+    apply(store, "c1", plan([keep, drop], RetentionSettings(keep_last=1), NOW))
+    assert store.data[manifest_key("c1", drop.id)] == future.encode()
     assert object_key("c1", drop.id) in store.data
 
 
