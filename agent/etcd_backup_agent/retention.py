@@ -11,7 +11,7 @@ verified backup is always kept, and so is any backup whose object lock has not e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from .catalog import list_backups, sort_key
@@ -85,8 +85,7 @@ _CALENDAR: tuple[tuple[str, _Bucket], ...] = (
 
 def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) -> list[Decision]:
     """Decide, for each backup, keep or delete and why; newest first. Pure: no I/O."""
-    counts = (policy.keep_last, policy.keep_hourly, policy.keep_daily, policy.keep_weekly)
-    if min(*counts, policy.keep_monthly, policy.keep_yearly, policy.keep_within) < 0:
+    if any(getattr(policy, f.name) < 0 for f in fields(policy)):
         raise ValueError(f"retention counts and keep_within must be >= 0: {policy}")
     ordered = sorted(backups, key=sort_key, reverse=True)
     if now.tzinfo is None:
