@@ -1,35 +1,108 @@
-"""Placeholder catalog (replaced by the retention branch)."""
+"""Read the backups of one cluster from a store: manifests, leftovers, unreadable files.
+
+A backup exists only when its manifest exists (see ``manifest``); objects without a
+manifest are orphans to report, and manifests that do not parse are listed with the
+reason, never silently dropped.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BackupNotFound
-from .manifest import MANIFEST_SUFFIX, Manifest, cluster_prefix
+from .errors import BackupNotFound, StoreNotFound
+from .manifest import (
+    MANIFEST_SUFFIX,
+    OBJECT_SUFFIX,
+    Manifest,
+    cluster_prefix,
+    object_key,
+)
 from .store.base import Store
+
+LATEST = "latest"
 
 
 @dataclass(frozen=True)
 class Catalog:
+    """The backups of one cluster, newest first, and what else was found beside them."""
+
     backups: tuple[Manifest, ...]
     orphans: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
     complete: bool = True
 
+    @property
+    def newest_verified(self) -> Manifest | None:
+        return next((m for m in self.backups if m.verified), None)
+
+
+def sort_key(m: Manifest) -> tuple[float, str]:
+    """Order backups by creation time, then id (so equal timestamps still sort stably)."""
+    return m.created.timestamp(), m.id
+
 
 def list_backups(store: Store, cluster: str) -> Catalog:
-    listing = store.list(cluster_prefix(cluster))
-    out = [
-        Manifest.from_json(store.get_bytes(o.key))
-        for o in listing.objects
-        if o.key.endswith(MANIFEST_SUFFIX)
-    ]
-    out.sort(key=lambda m: m.created_at, reverse=True)
-    return Catalog(backups=tuple(out), complete=listing.complete)
+    """List the backups of ``cluster``; keys outside its prefix are never looked at."""
+    prefix = cluster_prefix(cluster)
+    listing = store.list(prefix)
+    manifests: dict[str, str] = {}
+    objects: dict[str, str] = {}
+    for o in listing.objects:
+        name = o.key[len(prefix) :] if o.key.startswith(prefix) else ""
+        if not name or "/" in name:
+            continue  # another cluster's key, or something nested we did not write
+        if name.endswith(MANIFEST_SUFFIX):
+            manifests[name[: -len(MANIFEST_SUFFIX)]] = o.key
+        elif name.endswith(OBJECT_SUFFIX):
+            objects[name[: -len(OBJECT_SUFFIX)]] = o.key
+
+    backups: list[Manifest] = []
+    unreadable: list[str] = []
+    for bid, key in sorted(manifests.items()):
+        try:
+            data = store.get_bytes(key)
+        except StoreNotFound:
+            unreadable.append(f"{key}: vanished while listing")
+            continue
+        problem, manifest = _check(data, cluster, bid)
+        if manifest is None:
+            unreadable.append(f"{key}: {problem}")
+        else:
+            backups.append(manifest)
+    backups.sort(key=sort_key, reverse=True)
+    orphans = tuple(key for bid, key in sorted(objects.items()) if bid not in manifests)
+    return Catalog(
+        backups=tuple(backups),
+        orphans=orphans,
+        unreadable=tuple(unreadable),
+        complete=listing.complete,
+    )
+
+
+def _check(data: bytes, cluster: str, bid: str) -> tuple[str, Manifest | None]:
+    """Parse a manifest and check it describes the key it was read from."""
+    try:
+        m = Manifest.from_json(data)
+        m.created  # noqa: B018 -- a manifest whose time does not parse cannot be ordered
+    except (ValueError, TypeError, AttributeError) as exc:
+        return str(exc) or type(exc).__name__, None
+    if m.id != bid:
+        return f"id {m.id!r} does not match the key", None
+    if m.cluster != cluster:
+        return f"cluster {m.cluster!r} does not match the prefix {cluster!r}", None
+    if m.object != object_key(cluster, bid):
+        return f"object {m.object!r} is not beside the manifest", None
+    return "", m
 
 
 def find_backup(catalog: Catalog, id_or_latest: str) -> Manifest:
+    """Return the backup with this id, or the newest verified one for ``"latest"``."""
+    if id_or_latest == LATEST:
+        newest = catalog.newest_verified
+        if newest is None:
+            raise BackupNotFound("no verified backup in the store")
+        return newest
     for m in catalog.backups:
-        if id_or_latest in (m.id, "latest"):
+        if m.id == id_or_latest:
             return m
-    raise BackupNotFound(id_or_latest)
+    raise BackupNotFound(f"no backup with id {id_or_latest!r}")
