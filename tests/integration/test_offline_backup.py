@@ -14,12 +14,14 @@ from tests.servers import EtcdServer, etcd_bin, free_port, put_many, read_all
 pytestmark = pytest.mark.integration
 
 
-def test_data_dir_backup_round_trips(tmp_path: Path, etcd: EtcdServer,
-                                     age_identity: tuple[Path, str]) -> None:
+def test_data_dir_backup_round_trips(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
     key, recipient = age_identity
     written = put_many(etcd, 500)
-    cfg = write_config(tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=recipient,
-                       root=tmp_path)
+    cfg = write_config(
+        tmp_path / "c.toml", endpoint=etcd.endpoint, recipient=recipient, root=tmp_path
+    )
 
     r = run_agent("backup", "--config", cfg, "--from-data-dir", etcd.data_dir)
     assert r.returncode == 1
@@ -39,13 +41,26 @@ def test_data_dir_backup_round_trips(tmp_path: Path, etcd: EtcdServer,
     restored = tmp_path / "restored"
     # no --skip-hash-check: the agent appended the sha256 trailer etcdctl would write
     subprocess.run(
-        [etcd_bin("etcdutl"), "snapshot", "restore", str(snap), "--data-dir", str(restored),
-         "--name", "r", "--initial-cluster", f"r=http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}"],
-        check=True, capture_output=True,
+        [
+            etcd_bin("etcdutl"),
+            "snapshot",
+            "restore",
+            str(snap),
+            "--data-dir",
+            str(restored),
+            "--name",
+            "r",
+            "--initial-cluster",
+            f"r=http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+        ],
+        check=True,
+        capture_output=True,
     )
-    server = EtcdServer(restored, name="r", peer_port=peer,
-                        initial_cluster=f"r=http://127.0.0.1:{peer}").start()
+    server = EtcdServer(
+        restored, name="r", peer_port=peer, initial_cluster=f"r=http://127.0.0.1:{peer}"
+    ).start()
     try:
         assert read_all(server) == written
     finally:
@@ -53,8 +68,9 @@ def test_data_dir_backup_round_trips(tmp_path: Path, etcd: EtcdServer,
 
 
 def test_data_dir_that_is_not_etcd(tmp_path: Path, age_identity: tuple[Path, str]) -> None:
-    cfg = write_config(tmp_path / "c.toml", endpoint="http://127.0.0.1:1",
-                       recipient=age_identity[1], root=tmp_path)
+    cfg = write_config(
+        tmp_path / "c.toml", endpoint="http://127.0.0.1:1", recipient=age_identity[1], root=tmp_path
+    )
     r = run_agent("backup", "--config", cfg, "--from-data-dir", tmp_path)
     assert r.returncode == 1
     assert "member/snap/db" in r.stderr and "does not exist" in r.stderr

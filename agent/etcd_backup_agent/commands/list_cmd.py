@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.orphans:
         for key in catalog.orphans:
             print(f"orphan (no manifest): {key}")
+    for entry in catalog.unreadable:
+        sys.stderr.write(f"warning: unreadable manifest: {entry}\n")
     if not catalog.complete:
         sys.stderr.write("warning: the store listing was incomplete\n")
     return EXIT_OK
