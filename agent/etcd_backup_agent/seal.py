@@ -150,7 +150,7 @@ def unseal_stream(src: BinaryIO, dst: Path, identity_text: str) -> UnsealResult:
             writer: Any = dctx.stream_writer(cast(Any, out), write_size=CHUNK, closefd=False)
             try:
                 pyrage.decrypt_io(cast(Any, src), writer, identities)
-                writer.flush(zstandard.FLUSH_FRAME)
+                writer.flush()
             except pyrage.DecryptError as exc:
                 raise CryptoError(
                     f"cannot decrypt: {exc} (is this the identity of one of the recipients?)"
