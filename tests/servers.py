@@ -372,7 +372,7 @@ def _client(server: EtcdServer, **kwargs: object):  # type: ignore[no-untyped-de
 def read_all(server: EtcdServer) -> dict[bytes, bytes]:
     client = _client(server)
     try:
-        return {meta.key: value for value, meta in client.get_prefix(b"")}
+        return {meta.key: value for value, meta in client.get_all()}
     finally:
         client.close()
 
