@@ -145,9 +145,7 @@ def _wait_status(endpoint: str, timeout: float = 60.0) -> EtcdSource:
     raise RestoreError(f"drill etcd at {endpoint} did not answer: {last}")
 
 
-def check_live(
-    endpoint: str, manifest: Manifest, sample_keys: int, report: DrillReport
-) -> None:
+def check_live(endpoint: str, manifest: Manifest, sample_keys: int, report: DrillReport) -> None:
     """Compare the running throwaway etcd with the manifest."""
     source = _wait_status(endpoint)
     try:
@@ -156,8 +154,7 @@ def check_live(
         report.expected_revision = manifest.revision
         if status.revision != manifest.revision:
             raise RestoreError(
-                f"restored etcd is at revision {status.revision}, manifest says "
-                f"{manifest.revision}"
+                f"restored etcd is at revision {status.revision}, manifest says {manifest.revision}"
             )
         report.checks.append(f"revision {status.revision} == manifest")
         client: Any = source.client()

@@ -8,6 +8,7 @@ text sent by the client), used, and dropped; never logged or stored.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,8 +156,9 @@ class Operations:
 
     def prune(self, args: dict[str, Any], emit: Emit) -> Any:
         try:
-            from .retention import prune  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
+            # written in parallel; imported lazily so the rest works without it
+            prune = importlib.import_module(f"{__package__}.retention").prune
+        except (ImportError, AttributeError):
             raise AgentError("prune not available in this build") from None
         with self._exclusive("prune"), self._opened_store() as store:
             report = prune(store, self.settings, datetime.now(UTC), bool(args.get("dry_run")))

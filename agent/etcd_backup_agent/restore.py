@@ -64,7 +64,7 @@ class MemberSpec:
     name: str = "default"
     initial_advertise_peer_urls: str = "http://127.0.0.1:2380"
     initial_cluster: str = ""
-    initial_cluster_token: str = "etcd-cluster"
+    initial_cluster_token: str = "etcd-cluster"  # noqa: S105 (not a secret)
     bump_revision: int | None = None
     mark_compacted: bool = False
 
@@ -78,7 +78,9 @@ class MemberSpec:
         for item in self.cluster.split(","):
             name, sep, url = item.strip().partition("=")
             if not sep or not name or not url:
-                raise UsageError(f"--initial-cluster: expected NAME=URL[,NAME=URL...], got {item!r}")
+                raise UsageError(
+                    f"--initial-cluster: expected NAME=URL[,NAME=URL...], got {item!r}"
+                )
             out.setdefault(name, []).append(url)
         return [(n, ",".join(u)) for n, u in out.items()]
 
@@ -323,7 +325,7 @@ def run_etcdutl(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, emit: Emit) 
         note(emit, "running " + shlex.join(["etcdutl", *argv[1:]]))
         progress(emit, "etcdutl", 0, 1)
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=3600)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RestoreError(f"etcdutl snapshot restore failed to run: {exc}") from None
         if proc.returncode != 0:

@@ -191,8 +191,10 @@ def plan_kubeadm(
             f"{etcd_yaml} runs etcd as --name={m_name} but the restore used --name {name}: "
             "restore again with the manifest's name"
         )
-    if peer_urls is not None and m_peers is not None and sorted(m_peers.split(",")) != sorted(
-        peer_urls.split(",")
+    if (
+        peer_urls is not None
+        and m_peers is not None
+        and sorted(m_peers.split(",")) != sorted(peer_urls.split(","))
     ):
         raise RestoreError(
             f"{etcd_yaml} advertises peer URLs {m_peers} but the restore used {peer_urls}"

@@ -82,7 +82,9 @@ class ControlServer:
             try:
                 self._gid = grp.getgrnam(self.settings.group).gr_gid
             except KeyError:
-                raise AgentError(f"[control] group {self.settings.group!r} does not exist") from None
+                raise AgentError(
+                    f"[control] group {self.settings.group!r} does not exist"
+                ) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -144,7 +146,9 @@ class ControlServer:
             conn.close()
             return
         try:
-            t = threading.Thread(target=self._handle, args=(conn,), name="control-conn", daemon=True)
+            t = threading.Thread(
+                target=self._handle, args=(conn,), name="control-conn", daemon=True
+            )
             t.start()
         except BaseException:
             self._slots.release()
@@ -171,8 +175,10 @@ class ControlServer:
             if not allowed:
                 self.log.warning("control peer refused", peer_uid=uid, peer_pid=pid)
                 conn.send(
-                    proto.error(proto.PERMISSION_DENIED, "permission denied: root or the "
-                                "[control] group only")
+                    proto.error(
+                        proto.PERMISSION_DENIED,
+                        "permission denied: root or the [control] group only",
+                    )
                 )
                 return
             try:
