@@ -30,6 +30,7 @@ from .manifest import Manifest
 from .restore import (
     Emit,
     MemberSpec,
+    check_plaintext,
     fetch_and_check,
     find_etcdutl,
     no_emit,
@@ -138,7 +139,7 @@ def _wait_status(endpoint: str, timeout: float = 60.0) -> EtcdSource:
         try:
             source.status()
             return source
-        except AgentError as exc:
+        except Exception as exc:  # grpc errors escape EtcdSource.client() while etcd starts
             last = exc
             source.close()
             time.sleep(0.3)
@@ -205,8 +206,9 @@ def drill_plaintext(
     log = logsetup.get("drill")
     try:
         if verify:
+            check_plaintext(snapshot_path, manifest, emit)
             verify_against_manifest(snapshot_path, manifest)
-            report.checks.append("native verification matches the manifest")
+            report.checks.append("sha256 and native verification match the manifest")
         etcdutl = find_etcdutl(settings.restore.etcdutl)
         with scratch_dir(settings, "drill-") as scratch:
             peer = f"http://{LOOPBACK}:{_free_port()}"
