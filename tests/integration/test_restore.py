@@ -181,3 +181,33 @@ def test_verify_backup_command(backed: Backed, capsys: pytest.CaptureFixture[str
     assert agent_main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["revision"] == backed.revision
+
+
+def test_restore_apply_kubeadm_and_dry_run(
+    backed: Backed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.test_swap import APISERVER_YAML, ETCD_YAML
+
+    cfg = make_config(tmp_path / "agent", backed.store, backed.recipient)
+    manifests = tmp_path / "agent" / "kubernetes" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "etcd.yaml").write_text(ETCD_YAML)
+    (manifests / "kube-apiserver.yaml").write_text(APISERVER_YAML)
+    peer = "https://10.0.0.1:2380"
+    new = tmp_path / "var-lib-etcd-restored"
+    base = [
+        "restore", "latest", "--config", str(cfg), "--identity", str(backed.identity),
+        "--data-dir", str(new), "--name", "cp1", "--initial-cluster", f"cp1={peer}",
+        "--initial-advertise-peer-urls", peer, "--layout", "kubeadm",
+    ]
+    assert agent_main([*base, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing was changed" in out and "rollback:" in out
+    assert not new.exists()
+    assert sorted(p.name for p in manifests.parent.iterdir()) == ["manifests"]
+    assert agent_main([*base, "--apply", "--swap-wait", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (new / "member" / "snap" / "db").is_file()
+    assert report["swap"]["applied"] is True
+    assert f"path: {new}" in (manifests / "etcd.yaml").read_text()
+    assert (Path(report["swap"]["backup_dir"]) / "etcd.yaml").read_text() == ETCD_YAML
