@@ -40,7 +40,9 @@ def _etcdutl_verify(path: Path, rules: str = "auto") -> snapverify.VerifyReport:
         return snapverify.VerifyReport(status=None, problems=[str(exc)], trailer_ok=True)
     return snapverify.VerifyReport(
         status=snapverify.SnapshotStatus(
-            hash=st["hash"], revision=st["revision"], total_key=st["totalKey"],
+            hash=st["hash"],
+            revision=st["revision"],
+            total_key=st["totalKey"],
             total_size=st["totalSize"],
         ),
         problems=[],
@@ -88,8 +90,12 @@ def write_config(path: Path, **sections: dict[str, object]) -> Path:
 
 
 def make_config(
-    base: Path, store: Path, recipient: str, endpoint: str = "http://127.0.0.1:1",
-    identity: Path | None = None, socket: Path | None = None,
+    base: Path,
+    store: Path,
+    recipient: str,
+    endpoint: str = "http://127.0.0.1:1",
+    identity: Path | None = None,
+    socket: Path | None = None,
 ) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     drill: dict[str, object] = {"etcd": etcd_bin("etcd"), "sample_keys": 20}

@@ -80,7 +80,9 @@ def test_socket_file_mode_and_stale_replacement(
 
 
 def test_restore_through_socket_with_backupctl(
-    served: tuple[ControlServer, Path, Path], backed: Backed, tmp_path: Path,
+    served: tuple[ControlServer, Path, Path],
+    backed: Backed,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, sock, _ = served
@@ -88,9 +90,18 @@ def test_restore_through_socket_with_backupctl(
     url = f"http://127.0.0.1:{port}"
     new = tmp_path / "restored"
     argv = [
-        "restore", "latest", "--socket", str(sock), "--identity", str(backed.identity),
-        "--data-dir", str(new), "--initial-cluster", f"default={url}",
-        "--initial-advertise-peer-urls", url,
+        "restore",
+        "latest",
+        "--socket",
+        str(sock),
+        "--identity",
+        str(backed.identity),
+        "--data-dir",
+        str(new),
+        "--initial-cluster",
+        f"default={url}",
+        "--initial-advertise-peer-urls",
+        url,
     ]
     assert client.main(argv) == 0
     out = capsys.readouterr().out
@@ -106,8 +117,11 @@ def test_restore_through_socket_with_backupctl(
 
 
 def test_identity_from_stdin_and_errors(
-    served: tuple[ControlServer, Path, Path], backed: Backed, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    served: tuple[ControlServer, Path, Path],
+    backed: Backed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, sock, _ = served
     import io
@@ -214,15 +228,26 @@ def test_malformed_requests_get_error_replies(served: tuple[ControlServer, Path,
     rng = random.Random(1234)
     valid = b'{"v":1,"op":"status","args":{}}'
     fixed = [
-        b"\n", b"not json\n", b"[]\n", b'"str"\n', b"{}\n", b'{"v":2,"op":"status"}\n',
-        b'{"v":1,"op":"explode"}\n', b'{"v":1,"op":"status","args":[]}\n',
-        b'{"v":1,"op":"verify","args":{}}\n', b'{"v":1,"op":"verify","args":{"backup":1}}\n',
+        b"\n",
+        b"not json\n",
+        b"[]\n",
+        b'"str"\n',
+        b"{}\n",
+        b'{"v":2,"op":"status"}\n',
+        b'{"v":1,"op":"explode"}\n',
+        b'{"v":1,"op":"status","args":[]}\n',
+        b'{"v":1,"op":"verify","args":{}}\n',
+        b'{"v":1,"op":"verify","args":{"backup":1}}\n',
         b'{"v":1,"op":"prune","args":{"dry_run":"yes"}}\n',
         b'{"v":1,"op":"restore","args":{"backup":"x","data_dir":"/x","bump_revision":true}}\n',
-        b'{"v":true,"op":"status"}\n', b'{"v":1,"op":"status","extra":1}\n',
-        b"\xff\xfe\n", b"[" * 5000 + b"\n", b"x" * 70000 + b"\n", b"y" * 200000,
+        b'{"v":true,"op":"status"}\n',
+        b'{"v":1,"op":"status","extra":1}\n',
+        b"\xff\xfe\n",
+        b"[" * 5000 + b"\n",
+        b"x" * 70000 + b"\n",
+        b"y" * 200000,
     ]
-    for i in range(60):
+    for _ in range(60):
         blob = bytearray(valid)
         for _ in range(rng.randint(1, 6)):
             pos = rng.randrange(len(blob))

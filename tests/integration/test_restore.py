@@ -26,9 +26,21 @@ def _manifest(store: Path) -> Manifest:
 def _restore_argv(cfg: Path, key: Path, data_dir: Path, port: int, *extra: str) -> list[str]:
     url = f"http://127.0.0.1:{port}"
     return [
-        "restore", "latest", "--config", str(cfg), "--identity", str(key),
-        "--data-dir", str(data_dir), "--name", "default",
-        "--initial-cluster", f"default={url}", "--initial-advertise-peer-urls", url, *extra,
+        "restore",
+        "latest",
+        "--config",
+        str(cfg),
+        "--identity",
+        str(key),
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        "default",
+        "--initial-cluster",
+        f"default={url}",
+        "--initial-advertise-peer-urls",
+        url,
+        *extra,
     ]
 
 
@@ -68,9 +80,22 @@ def test_three_member_restore_with_printed_commands(
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     first = members[0]
     argv = [
-        "restore", "latest", "--config", str(backed.config), "--identity", str(backed.identity),
-        "--data-dir", str(first.data_dir), "--name", "m0", "--initial-cluster", initial,
-        "--initial-advertise-peer-urls", first.peer_url, "--initial-cluster-token", "restored",
+        "restore",
+        "latest",
+        "--config",
+        str(backed.config),
+        "--identity",
+        str(backed.identity),
+        "--data-dir",
+        str(first.data_dir),
+        "--name",
+        "m0",
+        "--initial-cluster",
+        initial,
+        "--initial-advertise-peer-urls",
+        first.peer_url,
+        "--initial-cluster-token",
+        "restored",
         "--json",
     ]
     assert agent_main(argv) == 0
@@ -166,8 +191,13 @@ def test_bump_revision_refused_on_old_etcdutl(
     backed: Backed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = _restore_argv(
-        backed.config, backed.identity, tmp_path / "t", free_port(),
-        "--bump-revision", "1000000000", "--mark-compacted",
+        backed.config,
+        backed.identity,
+        tmp_path / "t",
+        free_port(),
+        "--bump-revision",
+        "1000000000",
+        "--mark-compacted",
     )
     assert agent_main(argv) == 1
     err = capsys.readouterr().err
@@ -176,8 +206,15 @@ def test_bump_revision_refused_on_old_etcdutl(
 
 
 def test_verify_backup_command(backed: Backed, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["verify-backup", "latest", "--config", str(backed.config),
-            "--identity", str(backed.identity), "--json"]
+    argv = [
+        "verify-backup",
+        "latest",
+        "--config",
+        str(backed.config),
+        "--identity",
+        str(backed.identity),
+        "--json",
+    ]
     assert agent_main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["revision"] == backed.revision
@@ -196,9 +233,22 @@ def test_restore_apply_kubeadm_and_dry_run(
     peer = "https://10.0.0.1:2380"
     new = tmp_path / "var-lib-etcd-restored"
     base = [
-        "restore", "latest", "--config", str(cfg), "--identity", str(backed.identity),
-        "--data-dir", str(new), "--name", "cp1", "--initial-cluster", f"cp1={peer}",
-        "--initial-advertise-peer-urls", peer, "--layout", "kubeadm",
+        "restore",
+        "latest",
+        "--config",
+        str(cfg),
+        "--identity",
+        str(backed.identity),
+        "--data-dir",
+        str(new),
+        "--name",
+        "cp1",
+        "--initial-cluster",
+        f"cp1={peer}",
+        "--initial-advertise-peer-urls",
+        peer,
+        "--layout",
+        "kubeadm",
     ]
     assert agent_main([*base, "--dry-run"]) == 0
     out = capsys.readouterr().out

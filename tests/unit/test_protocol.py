@@ -19,8 +19,10 @@ def test_valid_request() -> None:
         (b'{"v":2,"op":"status"}', proto.UNSUPPORTED_VERSION),
         (b'{"v":1,"op":"rm"}', proto.UNKNOWN_OP),
         (b'{"v":1,"op":"verify","args":{}}', proto.BAD_ARGS),
-        (b'{"v":1,"op":"restore","args":{"backup":"x","data_dir":"/d","bump_revision":1.5}}',
-         proto.BAD_ARGS),
+        (
+            b'{"v":1,"op":"restore","args":{"backup":"x","data_dir":"/d","bump_revision":1.5}}',
+            proto.BAD_ARGS,
+        ),
         (b'{"v":1,"op":"status","args":{"x":1}}', proto.BAD_ARGS),
     ],
 )

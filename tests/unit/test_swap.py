@@ -129,8 +129,12 @@ def test_kubeadm_dry_run_touches_nothing(tmp_path: Path) -> None:
     manifests = _tree(tmp_path)
     before = _snapshot(tmp_path)
     plan = swap(
-        "kubeadm", Path("/var/lib/etcd-restored"), manifests_dir=manifests,
-        etcd_config=tmp_path / "none", dry_run=True, name="cp1",
+        "kubeadm",
+        Path("/var/lib/etcd-restored"),
+        manifests_dir=manifests,
+        etcd_config=tmp_path / "none",
+        dry_run=True,
+        name="cp1",
         peer_urls="https://10.0.0.1:2380",
     )
     assert not plan.applied and plan.rollback and plan.steps
@@ -141,8 +145,12 @@ def test_kubeadm_dry_run_touches_nothing(tmp_path: Path) -> None:
 def test_kubeadm_apply_moves_aside_and_rewrites(tmp_path: Path) -> None:
     manifests = _tree(tmp_path)
     plan = swap(
-        "kubeadm", Path("/var/lib/etcd-restored"), manifests_dir=manifests,
-        etcd_config=tmp_path / "none", dry_run=False, wait=0,
+        "kubeadm",
+        Path("/var/lib/etcd-restored"),
+        manifests_dir=manifests,
+        etcd_config=tmp_path / "none",
+        dry_run=False,
+        wait=0,
     )
     assert plan.applied
     backup = Path(plan.backup_dir)
@@ -159,8 +167,14 @@ def test_kubeadm_apply_moves_aside_and_rewrites(tmp_path: Path) -> None:
 def test_kubeadm_refuses_a_name_mismatch(tmp_path: Path) -> None:
     manifests = _tree(tmp_path)
     with pytest.raises(RestoreError, match="--name=cp1"):
-        swap("kubeadm", Path("/n"), manifests_dir=manifests, etcd_config=tmp_path,
-             dry_run=True, name="default")
+        swap(
+            "kubeadm",
+            Path("/n"),
+            manifests_dir=manifests,
+            etcd_config=tmp_path,
+            dry_run=True,
+            name="default",
+        )
 
 
 def test_systemd_config_edit(tmp_path: Path) -> None:
@@ -168,12 +182,14 @@ def test_systemd_config_edit(tmp_path: Path) -> None:
     conf.parent.mkdir()
     text = "name: cp1\ndata-dir: /var/lib/etcd   # the data\nwal-dir:\nlisten-peer-urls: x\n"
     conf.write_text(text)
-    dry = swap("systemd", Path("/srv/etcd-new"), manifests_dir=tmp_path, etcd_config=conf,
-               dry_run=True)
+    dry = swap(
+        "systemd", Path("/srv/etcd-new"), manifests_dir=tmp_path, etcd_config=conf, dry_run=True
+    )
     assert conf.read_text() == text and len(list(conf.parent.iterdir())) == 1
     assert dry.old_data_dir == "/var/lib/etcd"
-    plan = swap("systemd", Path("/srv/etcd-new"), manifests_dir=tmp_path, etcd_config=conf,
-                dry_run=False)
+    plan = swap(
+        "systemd", Path("/srv/etcd-new"), manifests_dir=tmp_path, etcd_config=conf, dry_run=False
+    )
     assert conf.read_text() == text.replace("/var/lib/etcd ", "/srv/etcd-new ")
     assert Path(plan.backup_dir).read_text() == text
     assert any("cp -p" in step for step in plan.rollback)
