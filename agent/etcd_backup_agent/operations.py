@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__
 from . import log as logsetup
 from .config import Settings
-from .errors import AgentError, RestoreError, UsageError
+from .errors import AgentError, Busy, RestoreError, UsageError
 from .restore import Emit, MemberSpec, check_backup, restore
 from .store import open_store
 from .store.base import Store
@@ -28,12 +28,6 @@ BackupFn = Callable[[Emit], dict[str, Any]]
 StatusFn = Callable[[], dict[str, Any]]
 OnDrill = Callable[[str, str], None]
 OPS = ("status", "list", "backup", "verify", "prune", "restore", "drill")
-
-
-class Busy(AgentError):
-    """Another long operation (backup, restore, drill, verify, prune) is running."""
-
-    code = "busy"
 
 
 def read_identity(args: dict[str, Any]) -> tuple[str, str]:
@@ -194,9 +188,10 @@ class Operations:
             mark_compacted=bool(args.get("mark_compacted")),
         )
         spec.check()
-        if args.get("dry_run"):
-            if layout is None:
-                raise UsageError("--dry-run prints the swap plan: give --layout too")
+        if args.get("dry_run") and layout is None:
+            raise UsageError("--dry-run prints the swap plan: give --layout too")
+        if layout is not None and (apply or args.get("dry_run")):
+            # planning validates the manifests/config before anything is restored
             plan = swap(
                 layout,
                 data_dir,
@@ -206,7 +201,8 @@ class Operations:
                 name=name,
                 peer_urls=peers,
             )
-            return {"dry_run": True, "swap": plan.to_dict()}
+            if args.get("dry_run"):
+                return {"dry_run": True, "swap": plan.to_dict()}
         with self._exclusive("restore"), self._opened_store() as store:
             report = restore(
                 self.settings, store, args["backup"], identity, spec, emit, identity_hint=hint

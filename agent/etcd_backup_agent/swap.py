@@ -299,8 +299,18 @@ def swap(
     """Plan, and unless ``dry_run`` apply, the swap for ``layout``."""
     if layout == "kubeadm":
         plan, text = plan_kubeadm(manifests_dir, new_dir, name, peer_urls)
-        return plan if dry_run else apply_kubeadm(plan, manifests_dir, text, wait)
-    if layout == "systemd":
+    elif layout == "systemd":
         plan, text = plan_systemd(etcd_config, new_dir)
-        return plan if dry_run else apply_systemd(plan, etcd_config, text)
-    raise RestoreError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    else:
+        raise RestoreError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if dry_run:
+        return plan
+    try:
+        if layout == "kubeadm":
+            return apply_kubeadm(plan, manifests_dir, text, wait)
+        return apply_systemd(plan, etcd_config, text)
+    except OSError as exc:
+        raise RestoreError(
+            f"guided swap failed part-way ({exc}); the originals are in {plan.backup_dir}; "
+            "roll back with: " + " ; ".join(plan.rollback)
+        ) from None

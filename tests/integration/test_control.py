@@ -282,3 +282,13 @@ def test_endless_line_times_out(backed: Backed, tmp_path: Path) -> None:
         s.close()
         server.stop()
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_options_before_or_after_the_command(
+    served: tuple[ControlServer, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sock, cfg = served
+    assert client.main(["--socket", str(sock), "--json", "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert client.main(["status", "--config", str(cfg)]) == 0
+    assert "cluster: test" in capsys.readouterr().out

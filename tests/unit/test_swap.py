@@ -116,6 +116,9 @@ def test_rewrite_changes_only_the_data_dir_lines() -> None:
     assert sorted(c.line for c in changes) == [
         i + 1 for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b
     ]
+    # idempotent: the rewritten manifest already names the new dir everywhere
+    again, more, host = rewrite_etcd_manifest(new, "/var/lib/etcd-restored")
+    assert again == new and more == [] and host == "/var/lib/etcd-restored"
     # the certs volume (which appears first) is untouched
     assert "      path: /etc/kubernetes/pki/etcd" in after
 

@@ -190,17 +190,29 @@ def _show_swap(plan: dict[str, Any]) -> None:
         print(f"  {step}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--socket", metavar="PATH", help="the agent's control socket")
-    common.add_argument("--config", "-c", metavar="FILE", help="read [control] socket from FILE")
-    common.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    common.add_argument("--socket", metavar="PATH", default=default, help="the control socket")
+    common.add_argument(
+        "--config", "-c", metavar="FILE", default=default, help="read [control] socket from FILE"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=default, help="print the raw JSON reply"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # options may come before or after the command: the subcommands' copies must not reset
+    # what was given before the command, hence SUPPRESS there
+    top = _common(None)
+    common = _common(argparse.SUPPRESS)
     p = argparse.ArgumentParser(
         prog="etcd-backupctl",
         description="Talk to the running etcd-backup-agent through its local socket.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=[top],
     )
     sub = p.add_subparsers(dest="op", metavar="COMMAND")
     sub.add_parser("status", parents=[common], help="the daemon's status")
@@ -283,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"config error: {problem}\n")
         return EXIT_USAGE
     args = request_args(ns)
+    ns.json = bool(ns.json)
     progress = Progress(sys.stderr, quiet=ns.json)
     try:
         reply = call(path, ns.op, args, on_event=progress)
