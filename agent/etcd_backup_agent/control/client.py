@@ -161,6 +161,9 @@ def show(op: str, result: Any) -> None:
         if result.get("member_commands"):
             print("restore every member (same backup, same --initial-cluster and token):")
             for c in result["member_commands"]:
+                if c["name"] == result["name"]:
+                    print(f"  # member {c['name']} ({c['peer_urls']}): this node, done")
+                    continue
                 print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
                 print(f"  {c['command']}")
         if result.get("swap"):
