@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "backup_cmd",
     "list_cmd",
     "prune_cmd",
+    "restore_cmd",
 )
 
 EPILOG = """examples:

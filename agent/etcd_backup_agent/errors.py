@@ -22,6 +22,7 @@ its process exit code and the stable code used in socket replies::
     ├── BackupNotFound (exit 1, "not_found")
     ├── RestoreError (exit 1, "restore")
     ├── CoordinationError (exit 1, "coordination")
+    ├── Busy (exit 1, "busy")
     └── Cancelled (exit 1, "cancelled")
 """
 
@@ -161,3 +162,9 @@ class Cancelled(AgentError):
     """The work was cancelled (shutdown)."""
 
     code = "cancelled"
+
+
+class Busy(AgentError):
+    """Another long operation (backup, restore, drill, verify, prune) is running."""
+
+    code = "busy"

@@ -1,0 +1,333 @@
+"""``etcd-backupctl``: the client of the agent's control socket.
+
+Exit codes: 0 success, 1 the operation failed or the daemon is unreachable, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..config import DEFAULT_CONFIG_PATH, ControlSettings, load
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
+from . import protocol as proto
+
+EPILOG = """examples:
+  etcd-backupctl status
+  etcd-backupctl list
+  etcd-backupctl backup
+  etcd-backupctl verify latest --identity /root/age-key.txt
+  etcd-backupctl prune --dry-run
+  etcd-backupctl restore latest --identity /root/age-key.txt --data-dir /var/lib/etcd-restored \\
+      --name cp1 --initial-cluster cp1=https://10.0.0.1:2380 \\
+      --initial-advertise-peer-urls https://10.0.0.1:2380
+  etcd-backupctl drill latest
+
+exit codes: 0 ok, 1 failed or daemon unreachable, 2 usage
+"""
+
+
+class Unreachable(Exception):
+    """The daemon's socket cannot be reached."""
+
+
+def find_socket(args: argparse.Namespace) -> Path:
+    """--socket, else [control] socket of --config, else the default config or socket."""
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        return load(Path(args.config)).control.socket
+    if DEFAULT_CONFIG_PATH.is_file():
+        try:
+            return load(DEFAULT_CONFIG_PATH).control.socket
+        except ConfigError:
+            pass
+    return ControlSettings.socket
+
+
+def call(
+    path: Path,
+    op: str,
+    args: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Send one request and return the final reply; events go to ``on_event``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(10)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise Unreachable(str(exc)) from None
+        sock.settimeout(timeout)
+        sock.sendall(proto.encode(proto.request(op, args)))
+        for message in _lines(sock):
+            if "event" in message:
+                if on_event is not None:
+                    on_event(message)
+                continue
+            return message
+        raise AgentError("the daemon closed the connection without a reply")
+    finally:
+        sock.close()
+
+
+def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+
+
+class Progress:
+    """A one-line progress bar on a TTY; log events as lines."""
+
+    def __init__(self, out: TextIO, quiet: bool) -> None:
+        self.out = out
+        self.tty = out.isatty() and not quiet
+        self.quiet = quiet
+        self.active = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress" and self.tty:
+            done, total = int(event.get("done", 0)), int(event.get("total", 0))
+            frac = min(done / total, 1.0) if total else 0.0
+            bar = "#" * int(frac * 30)
+            self.out.write(f"\r{event.get('stage', ''):<10} [{bar:<30}] {frac * 100:5.1f}%")
+            self.out.flush()
+            self.active = True
+        elif event.get("event") == "log" and not self.quiet:
+            self.clear()
+            self.out.write(f"{event.get('message', '')}\n")
+
+    def clear(self) -> None:
+        if self.active:
+            self.out.write("\r" + " " * 60 + "\r")
+            self.active = False
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def show(op: str, result: Any) -> None:
+    if op == "list":
+        rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "KEYS", "VERIFIED")]
+        for m in result.get("backups", []):
+            rows.append(
+                (
+                    str(m["id"]),
+                    str(m["created_at"]),
+                    str(m["revision"]),
+                    str(m["db_size"]),
+                    str(m.get("total_keys", "-")),
+                    "yes" if m.get("verified") else "no",
+                )
+            )
+        _table(rows)
+        if not result.get("complete", True):
+            print("warning: the store listing was incomplete")
+        return
+    if op == "restore" and isinstance(result, dict) and "next_steps" in result:
+        print(f"restored backup {result['backup_id']} into {result['data_dir']}")
+        age_h = float(result.get("age_seconds", 0)) / 3600
+        print(
+            f"  taken {result['created_at']} ({age_h:.1f} h ago), revision {result['revision']}, "
+            f"{result.get('total_keys')} keys (bbolt count)"
+        )
+        print(
+            f"  member {result['name']} of {result['initial_cluster']} "
+            f"(token {result['initial_cluster_token']}), etcdutl {result['etcdutl_version']}"
+        )
+        print("next steps:")
+        for i, step in enumerate(result["next_steps"], 1):
+            print(f"  {i}. {step}")
+        for rec in result.get("recommendations", []):
+            print(f"note: {rec}")
+        if result.get("member_commands"):
+            print("restore every member (same backup, same --initial-cluster and token):")
+            for c in result["member_commands"]:
+                if c["name"] == result["name"]:
+                    print(f"  # member {c['name']} ({c['peer_urls']}): this node, done")
+                    continue
+                print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
+                print(f"  {c['command']}")
+        if result.get("swap"):
+            _show_swap(result["swap"])
+        return
+    if op == "restore" and isinstance(result, dict) and "swap" in result:
+        print("dry run: nothing was changed")
+        _show_swap(result["swap"])
+        return
+    if isinstance(result, dict):
+        for k, v in result.items():
+            print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+    else:
+        print(json.dumps(result, indent=2))
+
+
+def _show_swap(plan: dict[str, Any]) -> None:
+    state = "applied" if plan.get("applied") else "planned"
+    print(f"{plan['layout']} swap ({state}); originals kept in {plan['backup_dir']}:")
+    for step in plan.get("steps", []):
+        print(f"  - {step}")
+    for path, changes in plan.get("changes", {}).items():
+        for c in changes:
+            print(f"  {path}:{c['line']}: {c['old'].strip()}  ->  {c['new'].strip()}")
+    print("rollback:")
+    for step in plan.get("rollback", []):
+        print(f"  {step}")
+
+
+def _common(default: Any) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", metavar="PATH", default=default, help="the control socket")
+    common.add_argument(
+        "--config", "-c", metavar="FILE", default=default, help="read [control] socket from FILE"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=default, help="print the raw JSON reply"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # options may come before or after the command: the subcommands' copies must not reset
+    # what was given before the command, hence SUPPRESS there
+    top = _common(None)
+    common = _common(argparse.SUPPRESS)
+    p = argparse.ArgumentParser(
+        prog="etcd-backupctl",
+        description="Talk to the running etcd-backup-agent through its local socket.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[top],
+    )
+    sub = p.add_subparsers(dest="op", metavar="COMMAND")
+    sub.add_parser("status", parents=[common], help="the daemon's status")
+    sub.add_parser("list", parents=[common], help="stored backups, newest first")
+    sub.add_parser("backup", parents=[common], help="take a backup now")
+    v = sub.add_parser("verify", parents=[common], help="download, decrypt and verify a backup")
+    v.add_argument("backup", metavar="ID|latest")
+    v.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
+    pr = sub.add_parser("prune", parents=[common], help="apply the retention policy")
+    pr.add_argument("--dry-run", action="store_true")
+    r = sub.add_parser("restore", parents=[common], help="restore a backup into a new data dir")
+    r.add_argument("backup", metavar="ID|latest")
+    r.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
+    r.add_argument("--data-dir", required=True, help="NEW data dir (must not exist or be empty)")
+    r.add_argument("--name", default="default")
+    r.add_argument("--initial-cluster", default="")
+    r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
+    r.add_argument("--initial-cluster-token", default="etcd-cluster")
+    r.add_argument("--bump-revision", type=int)
+    r.add_argument("--mark-compacted", action="store_true")
+    r.add_argument("--apply", action="store_true", help="also perform the guided swap")
+    r.add_argument("--layout", choices=("kubeadm", "systemd"))
+    r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
+    r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
+    d = sub.add_parser("drill", parents=[common], help="restore drill into a throwaway etcd")
+    d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
+    d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
+    return p
+
+
+def _identity(value: str, args: dict[str, Any]) -> None:
+    if value == "-":
+        args["identity"] = sys.stdin.read(65536)
+    else:
+        args["identity_file"] = str(Path(value).resolve())
+
+
+def request_args(ns: argparse.Namespace) -> dict[str, Any]:
+    """The protocol arguments of a parsed command line."""
+    args: dict[str, Any] = {}
+    if ns.op == "prune":
+        args["dry_run"] = ns.dry_run
+    elif ns.op in ("verify", "restore", "drill"):
+        args["backup"] = ns.backup
+        if ns.identity:
+            _identity(ns.identity, args)
+    if ns.op == "restore":
+        args |= {
+            "data_dir": str(Path(ns.data_dir).absolute()),
+            "name": ns.name,
+            "initial_advertise_peer_urls": ns.initial_advertise_peer_urls,
+            "initial_cluster_token": ns.initial_cluster_token,
+            "apply": ns.apply,
+            "dry_run": ns.dry_run,
+            "swap_wait": ns.swap_wait,
+            "mark_compacted": ns.mark_compacted,
+        }
+        if ns.initial_cluster:
+            args["initial_cluster"] = ns.initial_cluster
+        if ns.layout:
+            args["layout"] = ns.layout
+        if ns.bump_revision is not None:
+            args["bump_revision"] = ns.bump_revision
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    if not ns.op:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = find_socket(ns)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"config error: {problem}\n")
+        return EXIT_USAGE
+    args = request_args(ns)
+    ns.json = bool(ns.json)
+    progress = Progress(sys.stderr, quiet=ns.json)
+    try:
+        reply = call(path, ns.op, args, on_event=progress)
+    except Unreachable:
+        cfg = f" --config {ns.config}" if ns.config else ""
+        sys.stderr.write(
+            f"error: the agent is not running (no socket at {path}).\n"
+            f"Without the daemon, use the offline commands, e.g. "
+            f"`etcd-backup-agent {'restore' if ns.op == 'restore' else ns.op}{cfg} ...` "
+            f"(see etcd-backup-agent --help).\n"
+        )
+        return EXIT_FAILURE
+    except (OSError, AgentError, ValueError) as exc:
+        progress.clear()
+        sys.stderr.write(f"error: talking to {path}: {exc}\n")
+        return EXIT_FAILURE
+    progress.clear()
+    if ns.json:
+        sys.stdout.write(json.dumps(reply, indent=2) + "\n")
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        if not ns.json:
+            sys.stderr.write(f"error ({err.get('code')}): {err.get('message')}\n")
+        return EXIT_USAGE if err.get("code") in ("usage", proto.BAD_ARGS) else EXIT_FAILURE
+    result = reply.get("result")
+    if not ns.json:
+        show(ns.op, result)
+    if ns.op == "drill" and isinstance(result, dict) and result.get("result") != "success":
+        if not ns.json:
+            sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,243 @@
+"""The operations behind the control socket and the offline commands, one method each.
+
+Every method takes ``(args, emit)``: ``args`` is the schema-checked argument object of
+control/protocol.py, ``emit`` receives progress and log events. Each returns a JSON-able
+result or raises AgentError. Identities are read here (a path read by this process, or
+text sent by the client), used, and dropped; never logged or stored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import log as logsetup
+from .config import Settings
+from .errors import AgentError, Busy, RestoreError, UsageError
+from .restore import Emit, MemberSpec, check_backup, restore
+from .store import open_store
+from .store.base import Store
+
+BackupFn = Callable[[Emit], dict[str, Any]]
+StatusFn = Callable[[], dict[str, Any]]
+OnDrill = Callable[[str, str], None]
+OPS = ("status", "list", "backup", "verify", "prune", "restore", "drill")
+
+
+def read_identity(args: dict[str, Any]) -> tuple[str, str]:
+    """(identity text, a hint to print in commands) from ``identity`` or ``identity_file``."""
+    text = args.get("identity")
+    if isinstance(text, str) and text:
+        return text, "KEY_FILE"
+    path = args.get("identity_file")
+    if not isinstance(path, str) or not path:
+        raise UsageError("an age identity is required: identity_file (a path) or identity")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(65536), path
+    except FileNotFoundError:
+        raise UsageError(f"identity file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read identity file {path}: {exc.__class__.__name__}") from None
+
+
+class Operations:
+    """What the agent can do on request; shared by the socket server and the commands."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backup: BackupFn | None = None,
+        status: StatusFn | None = None,
+        on_drill: OnDrill | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self._backup = backup
+        self._status = status
+        self._on_drill = on_drill
+        self._store = store
+        self._heavy = threading.Lock()
+        self.log = logsetup.get("operations")
+
+    @contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        if not self._heavy.acquire(blocking=False):
+            raise Busy(f"cannot {what} now: another backup, restore, drill or prune is running")
+        try:
+            yield
+        finally:
+            self._heavy.release()
+
+    @contextmanager
+    def _opened_store(self) -> Iterator[Store]:
+        if self._store is not None:
+            yield self._store
+            return
+        store = open_store(self.settings)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def dispatch(self, op: str, args: dict[str, Any], emit: Emit) -> Any:
+        """Run ``op``; the op names are those of control/protocol.py."""
+        if op not in OPS:
+            raise UsageError(f"unknown operation {op!r}")
+        method: Callable[[dict[str, Any], Emit], Any] | None = getattr(self, op, None)
+        if method is None:
+            raise UsageError(f"unknown operation {op!r}")
+        return method(args, emit)
+
+    # -- ops ------------------------------------------------------------------------
+
+    def status(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "agent_version": __version__,
+            "cluster": self.settings.cluster,
+            "node": self.settings.node,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "busy": self._heavy.locked(),
+        }
+        if self._status is not None:
+            base |= self._status()
+        return base
+
+    def list(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .catalog import list_backups
+
+        with self._opened_store() as store:
+            try:
+                catalog = list_backups(store, self.settings.cluster)
+            except ValueError as exc:
+                raise RestoreError(f"unreadable manifest in the store: {exc}") from None
+        return {
+            "backups": [m.to_dict() for m in catalog.backups],
+            "orphans": list(catalog.orphans),
+            "complete": catalog.complete,
+        }
+
+    def backup(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        with self._exclusive("back up"):
+            if self._backup is not None:
+                return self._backup(emit)
+            from .etcd_source import EtcdSource
+            from .pipeline import Pipeline
+
+            with self._opened_store() as store:
+                source = EtcdSource(self.settings.etcd)
+                try:
+
+                    def prog(stage: str, done: int, total: int) -> None:
+                        emit({"event": "progress", "stage": stage, "done": done, "total": total})
+
+                    outcome = Pipeline(self.settings, store, progress=prog).run(source)
+                finally:
+                    source.close()
+            return outcome.manifest.to_dict()
+
+    def verify(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        identity, _ = read_identity(args)
+        with self._exclusive("verify"), self._opened_store() as store:
+            return check_backup(self.settings, store, args["backup"], identity, emit).to_dict()
+
+    def prune(self, args: dict[str, Any], emit: Emit) -> Any:
+        try:
+            # written in parallel; imported lazily so the rest works without it
+            prune = importlib.import_module(f"{__package__}.retention").prune
+        except (ImportError, AttributeError):
+            raise AgentError("prune not available in this build") from None
+        with self._exclusive("prune"), self._opened_store() as store:
+            report = prune(store, self.settings, datetime.now(UTC), bool(args.get("dry_run")))
+        to_dict = getattr(report, "to_dict", None)
+        if callable(to_dict):
+            return to_dict()
+        from dataclasses import asdict, is_dataclass
+
+        if is_dataclass(report) and not isinstance(report, type):
+            return asdict(report)
+        return report
+
+    def restore(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .swap import LAYOUTS, swap
+
+        identity, hint = read_identity(args)
+        data_dir = Path(args["data_dir"])
+        if not data_dir.is_absolute():
+            raise UsageError("data_dir must be an absolute path")
+        layout = args.get("layout")
+        apply = bool(args.get("apply"))
+        if (apply or layout) and layout not in LAYOUTS:
+            raise UsageError(f"--apply needs --layout {' or '.join(LAYOUTS)}")
+        name = str(args.get("name", "default"))
+        peers = str(args.get("initial_advertise_peer_urls", "http://127.0.0.1:2380"))
+        spec = MemberSpec(
+            data_dir=data_dir,
+            name=name,
+            initial_advertise_peer_urls=peers,
+            initial_cluster=str(args.get("initial_cluster", "")),
+            initial_cluster_token=str(args.get("initial_cluster_token", "etcd-cluster")),
+            bump_revision=args.get("bump_revision"),
+            mark_compacted=bool(args.get("mark_compacted")),
+        )
+        spec.check()
+        if args.get("dry_run") and layout is None:
+            raise UsageError("--dry-run prints the swap plan: give --layout too")
+        if layout is not None and (apply or args.get("dry_run")):
+            # planning validates the manifests/config before anything is restored
+            plan = swap(
+                layout,
+                data_dir,
+                manifests_dir=self.settings.restore.manifests_dir,
+                etcd_config=self.settings.restore.etcd_config,
+                dry_run=True,
+                name=name,
+                peer_urls=peers,
+            )
+            if args.get("dry_run"):
+                return {"dry_run": True, "swap": plan.to_dict()}
+        with self._exclusive("restore"), self._opened_store() as store:
+            report = restore(
+                self.settings, store, args["backup"], identity, spec, emit, identity_hint=hint
+            )
+            del identity
+            if apply and layout is not None:
+                plan = swap(
+                    layout,
+                    data_dir,
+                    manifests_dir=self.settings.restore.manifests_dir,
+                    etcd_config=self.settings.restore.etcd_config,
+                    dry_run=False,
+                    name=name,
+                    peer_urls=peers,
+                    wait=float(args.get("swap_wait", 30.0)),
+                )
+                report.swap = plan.to_dict()
+        return report.to_dict()
+
+    def drill(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .drill import drill
+
+        if "identity" in args or "identity_file" in args:
+            identity, _ = read_identity(args)
+        elif self.settings.drill.identity_file is not None:
+            identity, _ = read_identity({"identity_file": str(self.settings.drill.identity_file)})
+        else:
+            raise UsageError("a full drill needs an identity: [drill] identity_file or --identity")
+        with self._exclusive("drill"), self._opened_store() as store:
+            report = drill(
+                self.settings,
+                store,
+                str(args.get("backup", "latest")),
+                identity,
+                emit,
+                on_drill=self._on_drill,
+            )
+        return report.to_dict()

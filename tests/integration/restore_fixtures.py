@@ -1,0 +1,159 @@
+"""Fixtures for the restore, drill and control tests: one real backup per session.
+
+Import the fixtures into a test module with ``from tests.integration.restore_fixtures import *``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from etcd_backup_agent.cli import main as agent_main
+from etcd_backup_agent.snapshot import verify as snapverify
+from tests.servers import EtcdServer, etcd_bin, etcdutl_status, put_many
+
+__all__ = ["Backed", "backed", "etcdutl_verifier", "make_config", "short_dir", "write_config"]
+
+
+def _etcdutl_verify(path: Path, rules: str = "auto") -> snapverify.VerifyReport:
+    """Stand-in for the native verifier while only its placeholder exists: etcdutl's status."""
+    data_size = path.stat().st_size - 32
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        remaining = data_size
+        while remaining > 0:
+            chunk = f.read(min(1 << 20, remaining))
+            digest.update(chunk)
+            remaining -= len(chunk)
+        trailer = f.read(32)
+    if (data_size + 32) % 512 != 32 or trailer != digest.digest():
+        return snapverify.VerifyReport(status=None, problems=["bad trailer"], trailer_ok=False)
+    try:
+        st = etcdutl_status(path)
+    except Exception as exc:
+        return snapverify.VerifyReport(status=None, problems=[str(exc)], trailer_ok=True)
+    return snapverify.VerifyReport(
+        status=snapverify.SnapshotStatus(
+            hash=st["hash"],
+            revision=st["revision"],
+            total_key=st["totalKey"],
+            total_size=st["totalSize"],
+        ),
+        problems=[],
+        trailer_ok=True,
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def etcdutl_verifier() -> Iterator[None]:
+    """Use etcdutl's status where the native verifier is still the placeholder."""
+    if snapverify.VERIFIER_VERSION != "0":
+        yield
+        return
+    mp = pytest.MonkeyPatch()
+    mp.setattr(snapverify, "verify_snapshot", _etcdutl_verify)
+    mp.setattr("etcd_backup_agent.pipeline.verify_snapshot", _etcdutl_verify)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+def short_dir() -> Path:
+    """A short temp dir for unix sockets (108-byte path limit); the caller removes it."""
+    return Path(tempfile.mkdtemp(prefix="eba-"))
+
+
+def write_config(path: Path, **sections: dict[str, object]) -> Path:
+    def val(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {val(v)}" for k, v in table.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def make_config(
+    base: Path,
+    store: Path,
+    recipient: str,
+    endpoint: str = "http://127.0.0.1:1",
+    identity: Path | None = None,
+    socket: Path | None = None,
+) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    drill: dict[str, object] = {"etcd": etcd_bin("etcd"), "sample_keys": 20}
+    if identity is not None:
+        drill["identity_file"] = str(identity)
+    return write_config(
+        base / "config.toml",
+        cluster={"name": "test", "node": "node1"},
+        etcd={"endpoints": [endpoint]},
+        encryption={"recipients": [recipient]},
+        store={"type": "local", "path": str(store)},
+        spool={"dir": str(base / "spool")},
+        coordination={"mode": "none"},
+        metrics={"enabled": False},
+        control={"socket": str(socket or base / "agent.sock"), "max_connections": 64},
+        restore={
+            "etcdutl": etcd_bin("etcdutl"),
+            "manifests_dir": str(base / "kubernetes" / "manifests"),
+            "etcd_config": str(base / "etcd" / "etcd.conf.yml"),
+            "work_dir": str(base / "work"),
+        },
+        drill=drill,
+    )
+
+
+@dataclass
+class Backed:
+    """A store holding one real backup of a (stopped) etcd, and what it held."""
+
+    store: Path
+    config: Path
+    identity: Path
+    recipient: str
+    written: dict[bytes, bytes]
+    revision: int
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def backed(tmp_path_factory: pytest.TempPathFactory, age_identity: tuple[Path, str]) -> Backed:
+    base = tmp_path_factory.mktemp("backed")
+    key, recipient = age_identity
+    server = EtcdServer(base / "etcd-data").start()
+    try:
+        written = put_many(server, 150, value_size=50)
+        server.ctl("put", "/registry/last", "x")
+        written[b"/registry/last"] = b"x"
+        cfg = make_config(base / "agent", base / "store", recipient, server.endpoint)
+        assert agent_main(["backup", "--config", str(cfg)]) == 0
+        import json
+
+        status = json.loads(server.ctl("endpoint", "status", "-w", "json").stdout)
+        revision = int(status[0]["Status"]["header"]["revision"])
+    finally:
+        server.stop()
+    return Backed(base / "store", cfg, key, recipient, written, revision, base / "etcd-data")
+
+
+def copy_store(backed: Backed, dst: Path) -> Path:
+    shutil.copytree(backed.store, dst)
+    return dst
