@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "config_cmd",
     "backup_cmd",
     "list_cmd",
+    "run_cmd",
 )
 
 EPILOG = """examples:

@@ -22,7 +22,7 @@ from prometheus_client import (
 
 from .manifest import Manifest
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 RESULTS = ("success", "failure")
 STAGES = ("snapshot", "verify", "seal", "upload", "total")
@@ -104,7 +104,8 @@ class Metrics:
             "etcd_backup_is_leader", "1 when the local etcd member is the raft leader."
         )
         self.skipped = counter(
-            "etcd_backup_skipped_runs", "Due backups this agent did not take, by reason.",
+            "etcd_backup_skipped_runs",
+            "Due backups this agent did not take, by reason.",
             (*c, "reason"),
         )
         self.build_info = gauge(
@@ -183,7 +184,7 @@ class Metrics:
         self._g(self.store_up).set(1)
 
     def stored(self, manifest: Manifest) -> None:
-        self._newer_success(manifest.created().timestamp())
+        self._newer_success(manifest.created.timestamp())
 
     def _newer_success(self, ts: float) -> None:
         if ts > self._last_success:
@@ -200,7 +201,7 @@ class Metrics:
 
     def seed(self, backups: Iterable[Manifest]) -> None:
         """Set last success, count and oldest from the store's manifests."""
-        times = [m.created().timestamp() for m in backups]
+        times = [m.created.timestamp() for m in backups]
         self._g(self.stored_backups).set(len(times))
         if times:
             self._g(self.oldest).set(min(times))
@@ -320,4 +321,3 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
-

@@ -14,6 +14,7 @@ uses the ``schedule`` library only as the source of its ticks.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class Policy:
         if not self.at:
             return self.interval
         starts = [*self.at, self.at[0] + DAY]
-        return max(b - a for a, b in zip(starts, starts[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(starts))
 
 
 def _hhmm(text: str) -> float:

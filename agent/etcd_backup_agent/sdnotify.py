@@ -58,6 +58,5 @@ class Notifier:
         if self.watchdog_interval is None:
             return
         now = time.monotonic() if now is None else now
-        if now - self._last_ping >= self.watchdog_interval:
-            if self.send("WATCHDOG=1"):
-                self._last_ping = now
+        if now - self._last_ping >= self.watchdog_interval and self.send("WATCHDOG=1"):
+            self._last_ping = now

@@ -33,4 +33,8 @@ class VerifyReport:
 def verify_snapshot(path: Path, rules: str = "auto") -> VerifyReport:
     data = path.read_bytes()
     ok = len(data) % 512 == 32 and hashlib.sha256(data[:-32]).digest() == data[-32:]
-    return VerifyReport(status=SnapshotStatus(0, 0, 0, len(data) - 32) if ok else None, problems=[] if ok else ["bad trailer"], trailer_ok=ok)
+    return VerifyReport(
+        status=SnapshotStatus(0, 0, 0, len(data) - 32) if ok else None,
+        problems=[] if ok else ["bad trailer"],
+        trailer_ok=ok,
+    )
