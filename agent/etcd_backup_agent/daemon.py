@@ -208,12 +208,14 @@ class Daemon:
                 "waiting for the running backup", grace=self.settings.daemon.shutdown_grace
             )
             while self.flight.busy and time.monotonic() < deadline and not self.cancel.is_set():
+                self.notifier.watchdog()
                 time.sleep(0.1)
             if self.flight.busy:
                 self.log.warning("cancelling the running backup (shutdown grace is over)")
                 self.cancel.set()
                 end = time.monotonic() + 60
                 while self.flight.busy and time.monotonic() < end:
+                    self.notifier.watchdog()
                     time.sleep(0.1)
         if self._worker is not None:
             self._worker.join(timeout=5)
