@@ -151,7 +151,8 @@ class Daemon:
                 time.sleep(min(TICK, max(0.05, idle if idle is not None else TICK)))
         finally:
             self._shutdown()
-        return self.exit_code
+        # a stop signal is a clean exit; only --once reports the cycle's result
+        return self.exit_code if self.once else 0
 
     def _start(self) -> None:
         s = self.settings
@@ -312,8 +313,8 @@ class Daemon:
 
     def _tick(self) -> None:
         """Once a second: flush pending uploads, start a due backup."""
-        if self.once and self._once_started:
-            if not self.flight.busy:
+        if self.once and (self._once_started or self.flight.busy):
+            if self._once_started and not self.flight.busy:
                 self.flags.stop = True
             return
         self._close_retired()

@@ -134,7 +134,11 @@ def decide(policy: Policy, state: State, now: datetime, node: str, jitter: bool 
     """Whether a backup should start at ``now``."""
     start = period_start(policy, now)
     nxt = next_period_start(policy, now)
-    offset = timedelta(seconds=jitter_offset(node, policy.jitter) if jitter else 0.0)
+    # never let the offset push the start out of a short period (close ``at`` times)
+    length = (nxt - start).total_seconds()
+    offset = timedelta(
+        seconds=min(jitter_offset(node, policy.jitter), length / 2) if jitter else 0.0
+    )
     if covered(policy, state.newest, now):
         return Decision(False, nxt + offset, "covered")
     if state.failed_period == start and state.failures > policy.retry_attempts:

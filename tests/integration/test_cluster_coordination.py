@@ -82,7 +82,6 @@ def test_exactly_one_backup_per_period_across_agents_and_failover(
         # liveness: a period is only missed when a backup decided at its very end is
         # created in the next one (or the machine stalls longer than a period): allow one
         missing = [k for k in full if counts[k] == 0]
-        print("periods", dict(counts), "full", list(full))
         assert len(missing) <= 1, (missing, counts)
         skipped = 0.0
         for a in agents:

@@ -239,3 +239,23 @@ def test_a_full_spool_refuses_to_start_a_backup(
     assert manifests(tmp_path / "store") == []
     with contextlib.suppress(FileNotFoundError):
         (spool / "leftover.bin").unlink()
+
+
+def test_once_backs_up_when_due_and_exits(
+    tmp_path: Path,
+    etcd: EtcdServer,
+    age_identity: tuple[Path, str],
+    agents: list[Agent],
+) -> None:
+    cfg = base_config(tmp_path, etcd, age_identity[1])
+    agent = new_agent(tmp_path, interval="1d", **cfg)
+    agents.append(agent.start("--once"))
+    assert agent.wait(60) == 0, agent.log_text()[-2000:]
+    stored = manifests(tmp_path / "store")
+    assert len(stored) == 1
+    again = new_agent(tmp_path, name="again", interval="1d", **cfg)
+    agents.append(again.start("--once"))
+    assert again.wait(60) == 0
+    if parse_time(str(stored[0]["created_at"])).date() == datetime.now(UTC).date():
+        assert len(manifests(tmp_path / "store")) == 1
+        assert "no backup due" in [e.get("event") for e in again.events()]

@@ -136,3 +136,9 @@ def test_single_flight_admits_one() -> None:
     assert flight.busy and not flight.try_enter()
     flight.leave()
     assert flight.try_enter()
+
+
+def test_jitter_never_pushes_the_start_out_of_a_short_at_period() -> None:
+    p = Policy(interval=7200, jitter=7000, at=(0.0, 600.0))  # a 10-minute period
+    d = decide(p, State(), t("2026-01-01 00:00:00"), "cp-1")
+    assert d.next_at < t("2026-01-01 00:10:00")
