@@ -130,6 +130,7 @@ class Daemon:
         self._control: Any = None
         self._leader: bool | None = None
         self._next_run: datetime | None = None
+        self._notified: LastResult | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -139,12 +140,13 @@ class Daemon:
         try:
             while not self.flags.stop:
                 self._loop_beat = time.monotonic()
-                if self.flags.hup:
-                    self.flags.hup = False
-                    self.reload()
                 try:
+                    if self.flags.hup:
+                        self.flags.hup = False
+                        self.reload()
                     self.scheduler.run_pending()
-                except Exception as exc:  # a job must never end the loop
+                    self._notify_status()
+                except Exception as exc:  # nothing may end the loop
                     self.log.error("tick failed", error=str(exc), error_type=type(exc).__name__)
                 self.notifier.watchdog()
                 idle = self.scheduler.idle_seconds
@@ -271,7 +273,7 @@ class Daemon:
         new = _keep_restart_only(old, new)
         try:
             wiring = Wiring.build(new)
-        except AgentError as exc:
+        except Exception as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
             return False
         with self._state_lock:
@@ -389,7 +391,6 @@ class Daemon:
         finally:
             self._update_spool_metrics()
             self._cycle_end()
-            self.notifier.status(self._status_line())
         with self._state_lock:
             scheduling.record_success(self.state, manifest.created)
         self._set_last(LastResult("success", format_time(started_at), backup_id=manifest.id))
@@ -649,6 +650,13 @@ class Daemon:
 
     def _set_last(self, last: LastResult) -> None:
         self.last = last
+
+    def _notify_status(self) -> None:
+        """Send STATUS= once per finished cycle, from the main loop (after its decision)."""
+        if self.last is not self._notified:
+            self._notified = self.last
+            self._decide()
+            self.notifier.status(self._status_line())
 
     def _cycle_end(self) -> None:
         self._last_cycle_end = time.monotonic()
