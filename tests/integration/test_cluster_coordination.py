@@ -111,3 +111,39 @@ def test_exactly_one_backup_per_period_across_agents_and_failover(
     finally:
         for a in agents:
             a.stop()
+
+
+def test_leader_member_mode_backs_up_only_next_to_the_leader(
+    tmp_path: Path, cluster: list[EtcdServer], age_identity: tuple[Path, str]
+) -> None:
+    store = tmp_path / "store"
+    agents: list[Agent] = []
+    try:
+        for i, member in enumerate(cluster):
+            agent = new_agent(
+                tmp_path,
+                name=f"a{i}",
+                node=f"a{i}",
+                endpoints=[member.endpoint],
+                recipient=age_identity[1],
+                store=store,
+                spool=tmp_path / f"spool-{i}",
+                interval=f"{INTERVAL}s",
+                mode="leader-member",
+            )
+            agents.append(agent.start())
+        wait_for(lambda: len(manifests(store)) >= 2, 30, "two backups")
+        nodes = {str(m["node"]) for m in manifests(store)}
+        assert len(nodes) == 1, nodes  # no leader change happens in this test
+        assert max(periods(store).values()) == 1
+        for a in agents:
+            s = a.scrape()
+            is_leader = s[("etcd_backup_is_leader", ())] == 1
+            not_leader = s[("etcd_backup_skipped_runs_total", (("reason", "not_leader"),))]
+            if a.config.stem in nodes:
+                assert not_leader == 0
+            else:
+                assert not is_leader and not_leader >= 1
+    finally:
+        for a in agents:
+            a.stop()
