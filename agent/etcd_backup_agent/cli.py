@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "list_cmd",
     "prune_cmd",
     "restore_cmd",
+    "run_cmd",
 )
 
 EPILOG = """examples:

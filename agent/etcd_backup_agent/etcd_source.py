@@ -60,6 +60,24 @@ class StreamResult:
 
 
 @dataclass(frozen=True)
+class LockGrant:
+    """The outcome of one try at a lease-backed lock; ``lost`` is set if the lease lapses."""
+
+    acquired: bool
+    key: str
+    holder: str | None
+    lost: threading.Event
+
+
+def _first_value(responses: Any) -> str | None:
+    for rng in responses or ():
+        for value, _meta in rng if isinstance(rng, list) else ():
+            if isinstance(value, bytes):
+                return value.decode("utf-8", "replace")
+    return None
+
+
+@dataclass(frozen=True)
 class _Target:
     url: str
     host: str
@@ -291,6 +309,65 @@ class EtcdSource:
                 # the lease expires on its own if the release fails
                 with contextlib.suppress(Exception):
                     lock.release()
+
+    @contextmanager
+    def hold_lock(self, key: str, ttl: float, holder: str) -> Iterator[LockGrant]:
+        """Try once to take ``key`` under a lease and keep the lease alive for the block.
+
+        The key's value names the ``holder``; when the key is taken, the grant is not
+        acquired and names the current holder. A crashed holder's key vanishes with its
+        lease after ``ttl``.
+        """
+        client = self.client()
+        seconds = max(1, round(ttl))
+        try:
+            lease = client.lease(seconds)
+            won, responses = client.transaction(
+                compare=[client.transactions.create(key) == 0],
+                success=[client.transactions.put(key, holder, lease)],
+                failure=[client.transactions.get(key)],
+            )
+        except Exception as exc:
+            raise map_grpc_error(exc, self.endpoint, "lock") from None
+        if not won:
+            with contextlib.suppress(Exception):
+                client.revoke_lease(lease.id)
+            current = _first_value(responses)
+            yield LockGrant(acquired=False, key=key, holder=current, lost=threading.Event())
+            return
+        grant = LockGrant(acquired=True, key=key, holder=holder, lost=threading.Event())
+        done = threading.Event()
+
+        def keep_alive() -> None:
+            # refresh at a third of the ttl; a refresh that fails or finds the lease gone
+            # marks the grant lost (another agent may take the lock after ttl)
+            while not done.wait(seconds / 3):
+                try:
+                    alive = any(r.TTL > 0 for r in client.refresh_lease(lease.id))
+                except Exception:
+                    alive = False
+                if not alive:
+                    grant.lost.set()
+
+        keeper = threading.Thread(target=keep_alive, name="lock-keepalive", daemon=True)
+        keeper.start()
+        try:
+            yield grant
+        finally:
+            done.set()
+            keeper.join(timeout=5)
+            # deleting the key with the lease; if this fails the lease expires on its own
+            with contextlib.suppress(Exception):
+                client.revoke_lease(lease.id)
+
+    def lock_holder(self, key: str) -> str | None:
+        """The value stored at lock ``key`` (the holder's name), or None when free."""
+        client = self.client()
+        try:
+            value, _meta = client.get(key)
+        except Exception as exc:
+            raise map_grpc_error(exc, self.endpoint, "lock holder") from None
+        return value.decode("utf-8", "replace") if value is not None else None
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,721 @@
+"""The daemon: wiring, main loop, signals, single-flight backups, spool flush, sd_notify.
+
+The main thread only ticks (about once a second): it reads signal flags, runs the
+``schedule`` jobs, pings the watchdog. Backups run on a worker thread (sealing runs in a
+child process), probes of etcd on another. Signal handlers only set flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import schedule
+
+from . import __version__, scheduling
+from . import log as logsetup
+from .catalog import list_backups
+from .config import Settings, load, split_listen
+from .coordination import BackupSkipped, Coordinator
+from .errors import AgentError, Cancelled, ConfigError, StoreError, VerificationError
+from .etcd_source import EtcdSource
+from .manifest import Manifest, format_time
+from .metrics import Health, Metrics, MetricsServer, health
+from .pipeline import Pipeline, SealedBackup, Spool
+from .sdnotify import Notifier
+from .store import Store, open_store
+
+Emit = Callable[[dict[str, Any]], None]
+TICK = 1.0
+PROBE_EVERY = 10
+CATALOG_EVERY = 300
+
+
+@dataclass
+class Wiring:
+    """Everything built from one configuration; replaced as a whole on SIGHUP."""
+
+    settings: Settings
+    store: Store
+    source: EtcdSource  # used by the backup worker only
+    probe: EtcdSource  # used by probes and status requests
+    coordinator: Coordinator
+    probe_coordinator: Coordinator
+    policy: scheduling.Policy
+
+    @classmethod
+    def build(cls, settings: Settings) -> Wiring:
+        store = open_store(settings)
+        source = EtcdSource(settings.etcd)
+        probe = EtcdSource(settings.etcd)
+        c = settings.coordination
+        return cls(
+            settings=settings,
+            store=store,
+            source=source,
+            probe=probe,
+            coordinator=Coordinator(c, settings.cluster, settings.node, source),
+            probe_coordinator=Coordinator(c, settings.cluster, settings.node, probe),
+            policy=scheduling.Policy.from_settings(settings.schedule),
+        )
+
+    def close(self) -> None:
+        for closer in (self.source.close, self.probe.close, self.store.close):
+            with contextlib.suppress(Exception):
+                closer()
+
+
+@dataclass
+class LastResult:
+    result: str = "none"  # success, failure, skipped, cancelled
+    at: str | None = None
+    backup_id: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "at": self.at,
+            "backup_id": self.backup_id,
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class _Flags:
+    stop: bool = False
+    hup: bool = False
+    signals: int = 0
+
+
+@dataclass
+class Daemon:
+    """The long-running agent (``etcd-backup-agent run``)."""
+
+    settings: Settings
+    once: bool = False
+    notifier: Notifier = field(default_factory=Notifier)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        self.log = logsetup.get("daemon")
+        self.wiring = Wiring.build(self.settings)
+        self.metrics = Metrics(self.settings.cluster, __version__)
+        self.state = scheduling.State()
+        self.flight = scheduling.SingleFlight()
+        self.cancel = threading.Event()
+        self.flags = _Flags()
+        self.last = LastResult()
+        self.exit_code = 0
+        self.scheduler = schedule.Scheduler()
+        self._state_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._prober: threading.Thread | None = None
+        self._retired: list[Wiring] = []
+        self._loop_beat: float | None = None
+        self._last_cycle_end = time.monotonic()
+        self._next_flush = 0.0
+        self._once_started = False
+        self._http: MetricsServer | None = None
+        self._control: Any = None
+        self._leader: bool | None = None
+        self._next_run: datetime | None = None
+        self._notified: LastResult | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, loop until a stop signal (or one cycle with ``once``), stop; return exit code."""
+        self._start()
+        try:
+            while not self.flags.stop:
+                self._loop_beat = time.monotonic()
+                try:
+                    if self.flags.hup:
+                        self.flags.hup = False
+                        self.reload()
+                    self.scheduler.run_pending()
+                    self._notify_status()
+                except Exception as exc:  # nothing may end the loop
+                    self.log.error("tick failed", error=str(exc), error_type=type(exc).__name__)
+                self.notifier.watchdog()
+                idle = self.scheduler.idle_seconds
+                time.sleep(min(TICK, max(0.05, idle if idle is not None else TICK)))
+        finally:
+            self._shutdown()
+        # a stop signal is a clean exit; only --once reports the cycle's result
+        return self.exit_code if self.once else 0
+
+    def _start(self) -> None:
+        s = self.settings
+        w = self.wiring
+        spool = Spool(s.spool.dir)
+        spool.ensure()
+        removed = spool.clean_partials()
+        self._sweep_multipart(w)
+        self.metrics.set_expected_interval(w.policy.expected_interval)
+        self._refresh_catalog(w, seed_state=True)
+        self._update_spool_metrics()
+        if s.metrics.enabled and not self.once:
+            host, port = split_listen(s.metrics.listen)
+            try:
+                self._http = MetricsServer(host, port, self.metrics, self.health)
+            except OSError as exc:
+                raise AgentError(
+                    f"[metrics] listen {s.metrics.listen}: cannot bind: {exc.strerror or exc}"
+                ) from None
+            self._http.start()
+        if not self.once:
+            self._start_control()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.scheduler.every(1).seconds.do(self._guarded(self._tick))
+        self.scheduler.every(PROBE_EVERY).seconds.do(self._guarded(self._start_probe))
+        self.scheduler.every(CATALOG_EVERY).seconds.do(self._guarded(self._start_catalog_probe))
+        self._start_probe()
+        decision = self._decide()
+        self.log.info(
+            "daemon started",
+            version=__version__,
+            cluster=s.cluster,
+            node=s.node,
+            store=w.store.describe(),
+            coordination=s.coordination.mode,
+            interval=w.policy.interval,
+            at=list(s.schedule.at),
+            newest_backup=format_time(self.state.newest) if self.state.newest else None,
+            next_run=format_time(decision.next_at) if not decision.run else "now",
+            spool_partials_removed=removed,
+            metrics=self._http.address if self._http else None,
+        )
+        self.notifier.ready(self._status_line())
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.log.info("stopping", grace=self.settings.daemon.shutdown_grace)
+        self._stop_control()
+        if self.flight.busy:
+            deadline = time.monotonic() + self.settings.daemon.shutdown_grace
+            self.log.info(
+                "waiting for the running backup", grace=self.settings.daemon.shutdown_grace
+            )
+            while self.flight.busy and time.monotonic() < deadline and not self.cancel.is_set():
+                self.notifier.watchdog()
+                time.sleep(0.1)
+            if self.flight.busy:
+                self.log.warning("cancelling the running backup (shutdown grace is over)")
+                self.cancel.set()
+                end = time.monotonic() + 60
+                while self.flight.busy and time.monotonic() < end:
+                    self.notifier.watchdog()
+                    time.sleep(0.1)
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        with contextlib.suppress(Exception):
+            Spool(self.settings.spool.dir).clean_partials()
+        if self._http is not None:
+            self._http.stop()
+        for w in [self.wiring, *self._retired]:
+            w.close()
+        self.log.info("stopped", exit_code=self.exit_code)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.flags.signals += 1
+        if self.flags.stop:
+            self.cancel.set()  # a second signal: do not wait for the grace period
+        self.flags.stop = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.flags.hup = True
+
+    def _guarded(self, job: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:
+                self.log.error("job failed", job=job.__name__, error=str(exc))
+
+        run.__name__ = job.__name__
+        return run
+
+    # -- config reload --------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Reload the config file; keep the running config when the new one is invalid."""
+        path = self.settings.source
+        try:
+            new = load(path)
+        except ConfigError as exc:
+            self.log.error(
+                "config reload failed; keeping the running config", problems=exc.problems
+            )
+            return False
+        old = self.settings
+        for what, before, after in (
+            ("cluster.name", old.cluster, new.cluster),
+            ("metrics.listen", old.metrics.listen, new.metrics.listen),
+            ("control.socket", old.control.socket, new.control.socket),
+            ("spool.dir", old.spool.dir, new.spool.dir),
+        ):
+            if before != after:
+                self.log.warning("config change needs a restart; keeping the old value", key=what)
+        new = _keep_restart_only(old, new)
+        try:
+            wiring = Wiring.build(new)
+        except Exception as exc:
+            self.log.error("config reload failed; keeping the running config", error=str(exc))
+            return False
+        with self._state_lock:
+            self._retired.append(self.wiring)
+            self.wiring = wiring
+            self.settings = new
+            self.state.not_before = None
+        self.metrics.set_expected_interval(wiring.policy.expected_interval)
+        self._close_retired()
+        decision = self._decide()
+        self.log.info(
+            "config reloaded",
+            interval=wiring.policy.interval,
+            coordination=new.coordination.mode,
+            next_run="now" if decision.run else format_time(decision.next_at),
+        )
+        self.notifier.status(self._status_line())
+        return True
+
+    def _close_retired(self) -> None:
+        if self.flight.busy:
+            return
+        while self._retired:
+            self._retired.pop().close()
+
+    # -- ticks ----------------------------------------------------------------------------
+
+    def _decide(self) -> scheduling.Decision:
+        with self._state_lock:
+            d = scheduling.decide(
+                self.wiring.policy,
+                self.state,
+                self.clock(),
+                self.settings.node,
+                jitter=not self.once,
+            )
+        self._next_run = d.next_at if not d.run else self.clock()
+        return d
+
+    def _tick(self) -> None:
+        """Once a second: flush pending uploads, start a due backup."""
+        if self.once and (self._once_started or self.flight.busy):
+            if self._once_started and not self.flight.busy:
+                self.flags.stop = True
+            return
+        self._close_retired()
+        if self._maybe_flush():
+            return
+        decision = self._decide()
+        if not decision.run:
+            if self.once:
+                self.log.info("no backup due", next_run=format_time(decision.next_at))
+                self._once_started = True
+            return
+        if not self.flight.try_enter():
+            self._cycle_end()
+            self.metrics.skip("busy")
+            with self._state_lock:
+                scheduling.record_skip(self.wiring.policy, self.state, self.clock(), "busy")
+            self.log.info("backup due but another is running; skipped", reason="busy")
+            return
+        self._once_started = True
+        w = self.wiring
+        self._worker = threading.Thread(
+            target=self._scheduled_job, args=(w,), name="backup", daemon=True
+        )
+        self._worker.start()
+
+    def _scheduled_job(self, w: Wiring) -> None:
+        try:
+            self._attempt(w, recheck=True, emit=None)
+        except Exception as exc:  # already counted and logged by _attempt
+            self.log.debug("scheduled backup ended without a backup", error=str(exc))
+        finally:
+            self.flight.leave()
+
+    # -- one backup -----------------------------------------------------------------------
+
+    def _attempt(self, w: Wiring, recheck: bool, emit: Emit | None) -> Manifest:
+        """Run one backup with coordination; record the result; re-raise failures."""
+        started_at = self.clock()
+        try:
+            manifest = self._backup(w, recheck, emit)
+        except BackupSkipped as skip:
+            self.metrics.skip(skip.reason)
+            with self._state_lock:
+                scheduling.record_skip(w.policy, self.state, self.clock(), skip.reason)
+            self._set_last(LastResult("skipped", format_time(started_at), reason=skip.reason))
+            self.log.info("backup skipped", reason=skip.reason, detail=str(skip))
+            raise
+        except Cancelled as exc:
+            self._set_last(LastResult("cancelled", format_time(started_at), error=str(exc)))
+            self.log.warning("backup cancelled", error=str(exc))
+            raise
+        except Exception as exc:
+            self.metrics.failure(verification=isinstance(exc, VerificationError))
+            if isinstance(exc, StoreError):
+                self.metrics.set_up(store=False)
+            with self._state_lock:
+                scheduling.record_failure(w.policy, self.state, self.clock())
+                failures, retry_at = self.state.failures, self.state.not_before
+            code = exc.code if isinstance(exc, AgentError) else "internal"
+            self._set_last(LastResult("failure", format_time(started_at), error=str(exc)))
+            self.exit_code = 1
+            self.log.error(
+                "backup failed",
+                error=str(exc),
+                code=code,
+                error_type=type(exc).__name__,
+                failures_this_period=failures,
+                retry_after=format_time(retry_at) if retry_at else None,
+                spool_kept=bool(w.settings.spool.keep_unuploaded and self._pending_count()),
+            )
+            raise
+        finally:
+            self._update_spool_metrics()
+            self._cycle_end()
+        with self._state_lock:
+            scheduling.record_success(self.state, manifest.created)
+        self._set_last(LastResult("success", format_time(started_at), backup_id=manifest.id))
+        self.exit_code = 0
+        return manifest
+
+    def _backup(self, w: Wiring, recheck: bool, emit: Emit | None) -> Manifest:
+        s = w.settings
+        spool = Spool(s.spool.dir)
+        if s.spool.max_bytes and spool.used_bytes() > s.spool.max_bytes:
+            raise BackupSkipped(
+                "spool_full", f"spool holds more than [spool] max_bytes = {s.spool.max_bytes}"
+            )
+        newest_seen: list[datetime | None] = []
+
+        def newest_in_store() -> datetime | None:
+            newest = self._refresh_catalog(w)
+            newest_seen.append(newest)
+            return newest
+
+        def is_covered(newest: datetime | None) -> bool:
+            return scheduling.covered(w.policy, newest, self.clock())
+
+        with w.coordinator.claim(
+            newest_in_store if recheck else None, is_covered if recheck else None
+        ) as claim:
+            if claim.skip is not None:
+                if newest_seen:
+                    with self._state_lock:
+                        scheduling.seed_newest(newest_seen[-1], self.state)
+                raise BackupSkipped(claim.skip, f"backup skipped: {claim.skip} ({claim.holder})")
+            begun = time.monotonic()
+            self.metrics.attempt_started()
+            self.log.info("backup started", coordination=s.coordination.mode, holder=claim.holder)
+
+            def on_stage(name: str, seconds: float, info: dict[str, Any]) -> None:
+                self.metrics.stage(name, seconds)
+                if emit is not None:
+                    emit({"event": "stage", "stage": name, "seconds": round(seconds, 3)})
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if emit is not None:
+                    emit({"event": "progress", "stage": stage, "done": done, "total": total})
+
+            pipeline = Pipeline(
+                s, w.store, cancel=self.cancel, on_stage=on_stage, progress=progress
+            )
+            outcome = pipeline.run(w.source)
+            total = time.monotonic() - begun
+            manifest = outcome.manifest
+            self.metrics.success(manifest, total)
+            if claim.lost:
+                self.log.warning("the coordination lock lapsed during the backup", key=claim.holder)
+            self.log.info(
+                "backup stored",
+                id=manifest.id,
+                revision=manifest.revision,
+                keys=manifest.total_keys,
+                db_bytes=manifest.db_size,
+                stored_bytes=manifest.object_size,
+                seconds=round(total, 3),
+                store=w.store.describe(),
+            )
+            self._run_retention(w)
+            self._refresh_catalog(w)
+            return manifest
+
+    def backup_now(self, emit: Emit | None = None) -> dict[str, Any]:
+        """Take one backup now (the socket's request): single flight, lock, no period check."""
+        if self.flags.stop:
+            raise BackupSkipped("shutting_down", "the agent is shutting down")
+        if not self.flight.try_enter():
+            self.metrics.skip("busy")
+            raise BackupSkipped("busy", "another backup is running")
+        try:
+            return self._attempt(self.wiring, recheck=False, emit=emit).to_dict()
+        finally:
+            self.flight.leave()
+
+    # -- pending uploads (keep_unuploaded) -------------------------------------------------
+
+    def _pending_count(self) -> int:
+        return len(Spool(self.settings.spool.dir).waiting())
+
+    def _maybe_flush(self) -> bool:
+        """Upload sealed backups left in the spool, oldest first; True when a flush started."""
+        if self.flight.busy or time.monotonic() < self._next_flush:
+            return False
+        waiting = Spool(self.settings.spool.dir).waiting()
+        if not waiting or not self.flight.try_enter():
+            return False
+        w = self.wiring
+        self._worker = threading.Thread(
+            target=self._flush_job, args=(w, waiting), name="flush", daemon=True
+        )
+        self._worker.start()
+        return True
+
+    def _flush_job(self, w: Wiring, waiting: list[SealedBackup]) -> None:
+        try:
+            pipeline = Pipeline(w.settings, w.store, cancel=self.cancel)
+            for sealed in waiting:
+                try:
+                    manifest = pipeline.upload(sealed)
+                except Exception as exc:
+                    self._next_flush = time.monotonic() + max(w.policy.retry_backoff, 1.0)
+                    self.metrics.set_up(store=False)
+                    self.log.warning(
+                        "pending upload failed; kept in the spool",
+                        id=sealed.manifest.id,
+                        error=str(exc),
+                        retry_in=max(w.policy.retry_backoff, 1.0),
+                    )
+                    return
+                self.metrics.success(manifest, None)
+                with self._state_lock:
+                    scheduling.seed_newest(manifest.created, self.state)
+                self.log.info(
+                    "backup stored",
+                    id=manifest.id,
+                    revision=manifest.revision,
+                    stored_bytes=manifest.object_size,
+                    from_spool=True,
+                    store=w.store.describe(),
+                )
+            self._refresh_catalog(w)
+        finally:
+            self._update_spool_metrics()
+            self.flight.leave()
+
+    # -- probes ---------------------------------------------------------------------------
+
+    def _start_probe(self) -> None:
+        self._spawn_probe(self._probe_etcd)
+
+    def _start_catalog_probe(self) -> None:
+        self._spawn_probe(lambda: self._refresh_catalog(self.wiring))
+
+    def _spawn_probe(self, fn: Callable[[], object]) -> None:
+        if self._prober is not None and self._prober.is_alive():
+            return
+        self._prober = threading.Thread(target=fn, name="probe", daemon=True)
+        self._prober.start()
+
+    def _probe_etcd(self) -> None:
+        w = self.wiring
+        try:
+            status = w.probe.status()
+        except Exception as exc:
+            self.metrics.set_up(etcd=False)
+            self.metrics.set_leader(False)
+            self._leader = None
+            self.log.debug("etcd probe failed", error=str(exc))
+            w.probe.close()
+        else:
+            self.metrics.set_up(etcd=True)
+            self.metrics.set_leader(status.is_leader)
+            self._leader = status.is_leader
+        self._update_spool_metrics()
+
+    def _refresh_catalog(self, w: Wiring, seed_state: bool = False) -> datetime | None:
+        """Read the store's manifests: seed metrics; return the newest that counts for us."""
+        try:
+            catalog = list_backups(w.store, w.settings.cluster)
+        except Exception as exc:
+            self.metrics.set_up(store=False)
+            self.log.warning("cannot list the store", error=str(exc))
+            return None
+        self.metrics.set_up(store=True)
+        self.metrics.seed(catalog.backups)
+        mine = catalog.backups
+        if w.settings.coordination.mode == "none":
+            # every node backs up for itself: only its own backups cover its periods
+            mine = tuple(m for m in catalog.backups if m.node == w.settings.node)
+        newest = mine[0].created if mine else None
+        if seed_state:
+            with self._state_lock:
+                scheduling.seed_newest(newest, self.state)
+        return newest
+
+    def _update_spool_metrics(self) -> None:
+        spool = Spool(self.settings.spool.dir)
+        with contextlib.suppress(Exception):
+            self.metrics.set_spool(spool.used_bytes(), len(spool.waiting()))
+
+    def _sweep_multipart(self, w: Wiring) -> None:
+        sweep = getattr(w.store, "sweep_multipart", None)
+        if sweep is None:
+            return
+        s3 = w.settings.store.s3
+        older = s3.multipart_abort_after if s3 is not None else 86400.0
+        try:
+            aborted = int(sweep(older_than_seconds=older))
+        except Exception as exc:
+            self.log.warning("cannot sweep stale multipart uploads", error=str(exc))
+            return
+        if aborted:
+            self.log.info("aborted stale multipart uploads", count=aborted)
+
+    # -- retention and control (modules written on other branches) -------------------------
+
+    def _run_retention(self, w: Wiring) -> None:
+        """Prune after a successful backup, when retention.py is present and rules are set."""
+        if w.settings.retention.empty:
+            return
+        try:
+            module = importlib.import_module(".retention", __package__)
+        except ImportError:
+            return
+        prune = getattr(module, "prune", None)
+        if prune is None:
+            return
+        try:
+            report = prune(w.store, w.settings, now=self.clock(), dry_run=False)
+        except Exception as exc:
+            self.metrics.retention(False)
+            self.log.error("retention failed", error=str(exc))
+            return
+        deleted = len(getattr(report, "deleted", ()))
+        failed = len(getattr(report, "failed", ()))
+        self.metrics.retention(failed == 0, deleted)
+        self.log.info(
+            "retention finished",
+            deleted=deleted,
+            locked=len(getattr(report, "locked", ())),
+            failed=failed,
+        )
+
+    def _start_control(self) -> None:
+        try:
+            server_mod = importlib.import_module(".control.server", __package__)
+            ops_mod = importlib.import_module(".operations", __package__)
+        except ImportError:
+            return
+        ops = ops_mod.Operations(
+            self.settings,
+            backup=self.backup_now,
+            status=self.status_dict,
+            on_drill=self.metrics.record_drill,
+        )
+        self._control = server_mod.ControlServer(self.settings.control, ops)
+        starter = getattr(self._control, "start", None)
+        if starter is not None:
+            starter()
+
+    def _stop_control(self) -> None:
+        if self._control is None:
+            return
+        for name in ("stop", "close", "shutdown"):
+            stopper = getattr(self._control, name, None)
+            if stopper is not None:
+                with contextlib.suppress(Exception):
+                    stopper()
+                return
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _set_last(self, last: LastResult) -> None:
+        self.last = last
+
+    def _notify_status(self) -> None:
+        """Send STATUS= once per finished cycle, from the main loop (after its decision)."""
+        if self.last is not self._notified:
+            self._notified = self.last
+            self._decide()
+            self.notifier.status(self._status_line())
+
+    def _cycle_end(self) -> None:
+        self._last_cycle_end = time.monotonic()
+
+    def health(self) -> Health:
+        return health(
+            time.monotonic(),
+            self._loop_beat,
+            self._last_cycle_end,
+            self.wiring.policy.expected_interval,
+        )
+
+    def _status_line(self) -> str:
+        last = self.last
+        text = f"last: {last.result}"
+        if last.backup_id:
+            text += f" {last.backup_id}"
+        elif last.reason:
+            text += f" ({last.reason})"
+        if self._next_run is not None:
+            text += f"; next: {format_time(self._next_run)}"
+        return text
+
+    def status_dict(self) -> dict[str, Any]:
+        """What the socket's status request reports."""
+        w = self.wiring
+        holder: str | None = None
+        with contextlib.suppress(Exception):
+            holder = w.probe_coordinator.holder()
+        spool = Spool(w.settings.spool.dir)
+        used, pending = 0, 0
+        with contextlib.suppress(Exception):
+            used, pending = spool.used_bytes(), len(spool.waiting())
+        store_up = self.metrics.value("etcd_backup_store_up")
+        return {
+            "version": __version__,
+            "cluster": w.settings.cluster,
+            "node": w.settings.node,
+            "busy": self.flight.busy,
+            "last": self.last.as_dict(),
+            "newest_backup": format_time(self.state.newest) if self.state.newest else None,
+            "next_run": format_time(self._next_run) if self._next_run else None,
+            "coordination": {"mode": w.settings.coordination.mode, "holder": holder},
+            "leader": self._leader,
+            "store": {"describe": w.store.describe(), "up": bool(store_up)},
+            "spool": {
+                "bytes": used,
+                "pending_uploads": pending,
+                "max_bytes": w.settings.spool.max_bytes,
+            },
+        }
+
+
+def _keep_restart_only(old: Settings, new: Settings) -> Settings:
+    """Keep the settings that only a restart may change."""
+    return replace(
+        new,
+        cluster=old.cluster,
+        metrics=old.metrics,
+        control=old.control,
+        spool=replace(new.spool, dir=old.spool.dir),
+    )
