@@ -8,7 +8,6 @@ child process), probes of etcd on another. Signal handlers only set flags.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import signal
 import threading
 import time
@@ -24,12 +23,15 @@ from . import __version__, scheduling
 from . import log as logsetup
 from .catalog import list_backups
 from .config import Settings, load, split_listen
+from .control.server import ControlServer
 from .coordination import BackupSkipped, Coordinator
 from .errors import AgentError, Cancelled, ConfigError, StoreError, VerificationError
 from .etcd_source import EtcdSource
 from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
+from .operations import Operations
 from .pipeline import Pipeline, SealedBackup, Spool
+from .retention import prune
 from .sdnotify import Notifier
 from .store import Store, open_store
 
@@ -127,7 +129,7 @@ class Daemon:
         self._next_flush = 0.0
         self._once_started = False
         self._http: MetricsServer | None = None
-        self._control: Any = None
+        self._control: ControlServer | None = None
         self._leader: bool | None = None
         self._next_run: datetime | None = None
         self._notified: LastResult | None = None
@@ -590,18 +592,11 @@ class Daemon:
         if aborted:
             self.log.info("aborted stale multipart uploads", count=aborted)
 
-    # -- retention and control (modules written on other branches) -------------------------
+    # -- retention and control -------------------------------------------------------------
 
     def _run_retention(self, w: Wiring) -> None:
-        """Prune after a successful backup, when retention.py is present and rules are set."""
+        """Prune after a successful backup, when retention rules are set."""
         if w.settings.retention.empty:
-            return
-        try:
-            module = importlib.import_module(".retention", __package__)
-        except ImportError:
-            return
-        prune = getattr(module, "prune", None)
-        if prune is None:
             return
         try:
             report = prune(w.store, w.settings, now=self.clock(), dry_run=False)
@@ -609,42 +604,32 @@ class Daemon:
             self.metrics.retention(False)
             self.log.error("retention failed", error=str(exc))
             return
-        deleted = len(getattr(report, "deleted", ()))
-        failed = len(getattr(report, "failed", ()))
-        self.metrics.retention(failed == 0, deleted)
+        result = report.result
+        self.metrics.retention(not result.failed, len(result.deleted))
         self.log.info(
             "retention finished",
-            deleted=deleted,
-            locked=len(getattr(report, "locked", ())),
-            failed=failed,
+            deleted=len(result.deleted),
+            locked=len(result.locked),
+            failed=len(result.failed),
         )
 
     def _start_control(self) -> None:
-        try:
-            server_mod = importlib.import_module(".control.server", __package__)
-            ops_mod = importlib.import_module(".operations", __package__)
-        except ImportError:
-            return
-        ops = ops_mod.Operations(
+        ops = Operations(
             self.settings,
             backup=self.backup_now,
             status=self.status_dict,
             on_drill=self.metrics.record_drill,
         )
-        self._control = server_mod.ControlServer(self.settings.control, ops)
-        starter = getattr(self._control, "start", None)
-        if starter is not None:
-            starter()
+        self._control = ControlServer(self.settings.control, ops)
+        self._control.start()
 
     def _stop_control(self) -> None:
         if self._control is None:
             return
-        for name in ("stop", "close", "shutdown"):
-            stopper = getattr(self._control, name, None)
-            if stopper is not None:
-                with contextlib.suppress(Exception):
-                    stopper()
-                return
+        try:
+            self._control.stop()
+        except Exception as exc:
+            self.log.warning("stopping the control socket failed", error=str(exc))
 
     # -- status -----------------------------------------------------------------------------
 

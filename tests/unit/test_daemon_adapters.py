@@ -1,15 +1,13 @@
-"""The daemon's adapters to modules of other branches (retention, control), with fakes."""
+"""The daemon's wiring of retention and the control socket, with fakes for both."""
 
 from __future__ import annotations
 
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import etcd_backup_agent.daemon as daemon_mod
 from etcd_backup_agent.config import Settings, from_dict
 from etcd_backup_agent.daemon import Daemon
 
@@ -27,41 +25,24 @@ def settings(tmp_path: Path, recipient: str, **extra: Any) -> Settings:
     return from_dict(data)
 
 
-@pytest.fixture
-def fake_modules() -> Iterator[dict[str, types.ModuleType]]:
-    names = [
-        "etcd_backup_agent.retention",
-        "etcd_backup_agent.control.server",
-        "etcd_backup_agent.operations",
-    ]
-    saved = {n: sys.modules.get(n) for n in names}
-    made = {n: types.ModuleType(n) for n in names}
-    sys.modules.update(made)
-    try:
-        yield made
-    finally:
-        for n, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = mod
-
-
 def test_retention_adapter_calls_prune_and_counts(
-    tmp_path: Path, age_identity: tuple[Path, str], fake_modules: dict[str, types.ModuleType]
+    tmp_path: Path, age_identity: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[dict[str, Any]] = []
 
-    class Report:
+    class Result:
         deleted = ("a", "b")
         locked = ("c",)
         failed = ()
+
+    class Report:
+        result = Result()
 
     def prune(store: Any, s: Settings, now: Any, dry_run: bool) -> Report:
         calls.append({"store": store, "dry_run": dry_run, "now": now})
         return Report()
 
-    fake_modules["etcd_backup_agent.retention"].prune = prune  # type: ignore[attr-defined]
+    monkeypatch.setattr(daemon_mod, "prune", prune)
     d = Daemon(settings(tmp_path, age_identity[1], retention={"keep_last": 3}))
     d._run_retention(d.wiring)
     assert len(calls) == 1 and calls[0]["dry_run"] is False
@@ -70,30 +51,30 @@ def test_retention_adapter_calls_prune_and_counts(
 
 
 def test_retention_adapter_counts_a_failure(
-    tmp_path: Path, age_identity: tuple[Path, str], fake_modules: dict[str, types.ModuleType]
+    tmp_path: Path, age_identity: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def prune(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("listing incomplete")
 
-    fake_modules["etcd_backup_agent.retention"].prune = prune  # type: ignore[attr-defined]
+    monkeypatch.setattr(daemon_mod, "prune", prune)
     d = Daemon(settings(tmp_path, age_identity[1], retention={"keep_last": 3}))
     d._run_retention(d.wiring)
     assert d.metrics.value("etcd_backup_retention_runs_total", result="failure") == 1
 
 
 def test_retention_adapter_is_skipped_without_rules(
-    tmp_path: Path, age_identity: tuple[Path, str], fake_modules: dict[str, types.ModuleType]
+    tmp_path: Path, age_identity: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def prune(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("must not be called without rules")
 
-    fake_modules["etcd_backup_agent.retention"].prune = prune  # type: ignore[attr-defined]
+    monkeypatch.setattr(daemon_mod, "prune", prune)
     d = Daemon(settings(tmp_path, age_identity[1]))
     d._run_retention(d.wiring)
 
 
 def test_control_adapter_wires_operations_and_stops(
-    tmp_path: Path, age_identity: tuple[Path, str], fake_modules: dict[str, types.ModuleType]
+    tmp_path: Path, age_identity: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, Any] = {}
 
@@ -111,8 +92,8 @@ def test_control_adapter_wires_operations_and_stops(
         def stop(self) -> None:
             seen["stopped"] = True
 
-    fake_modules["etcd_backup_agent.operations"].Operations = Operations  # type: ignore[attr-defined]
-    fake_modules["etcd_backup_agent.control.server"].ControlServer = ControlServer  # type: ignore[attr-defined]
+    monkeypatch.setattr(daemon_mod, "Operations", Operations)
+    monkeypatch.setattr(daemon_mod, "ControlServer", ControlServer)
     d = Daemon(settings(tmp_path, age_identity[1]))
     d._start_control()
     assert seen["started"] and seen["backup"] == d.backup_now
