@@ -30,9 +30,22 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
+class _Stderr:
+    """sys.stderr looked up at each write, so a replaced or closed stream is never kept."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     """Configure structlog for the process; logs go to stderr."""
-    out = stream if stream is not None else sys.stderr
+    out = stream if stream is not None else _Stderr()
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
