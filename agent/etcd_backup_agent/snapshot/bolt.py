@@ -28,6 +28,9 @@ BUCKET_LEAF_FLAG = 0x01
 MAX_PAGE_SPAN = 64 * 1024 * 1024
 """The largest page (with its overflow) this reader will load, in bytes."""
 
+WINDOW = 512 * 1024
+"""Read-ahead window for ascending page access, in bytes."""
+
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -75,7 +78,7 @@ class Meta:
     problem: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Page:
     """A page and its overflow: ``buf`` starts at the page header."""
 
@@ -158,7 +161,9 @@ class BoltFile:
         self.metas = (meta0, meta1)
         valid = [m for m in self.metas if m.problem is None]
         self.meta = max(valid, key=lambda m: m.txid)
-        self._elements_endian = self.endian
+        self._win = b""
+        self._win_off = 0
+        self._last = -2
         self._hdr = struct.Struct(f"{self.endian}QHHI")
 
     def _meta_at(self, page_size: int) -> Meta:
@@ -174,12 +179,25 @@ class BoltFile:
         return self.meta.pgid * self.page_size
 
     def read_page(self, pgid: int) -> Page:
-        """Read page ``pgid`` with its overflow; raise PageError if it is unreadable."""
+        """Read page ``pgid`` with its overflow; raise PageError if it is unreadable.
+
+        Reads ahead a bounded window when pages are requested in ascending order, which is
+        how bolt usually lays a tree out; random access falls back to one read per page.
+        """
         ps = self.page_size
         if pgid >= self.meta.pgid:
             raise PageError(pgid, f"out of bounds: {self.meta.pgid}")
         off = pgid * ps
-        first = os.pread(self._fd, ps, off)
+        rel = off - self._win_off
+        if 0 <= rel and rel + ps <= len(self._win):
+            first = self._win[rel : rel + ps]
+        elif pgid == self._last + 1:
+            self._win = os.pread(self._fd, WINDOW, off)
+            self._win_off = off
+            first = self._win[:ps]
+        else:
+            first = os.pread(self._fd, ps, off)
+        self._last = pgid
         if len(first) < ps:
             raise PageError(pgid, "beyond the end of the file (truncated)")
         pid, flags, count, overflow = self._hdr.unpack_from(first, 0)
@@ -195,6 +213,7 @@ class BoltFile:
             if len(rest) < span - ps:
                 raise PageError(pgid, "overflow beyond the end of the file (truncated)")
             first += rest
+            self._last = pgid + overflow
         return Page(pid, flags, count, overflow, first)
 
     def page_from_bytes(self, buf: bytes) -> Page:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from operator import add, lt
+from operator import lt
 from typing import Protocol
 
 from .bolt import (
     BRANCH,
     BUCKET_LEAF_FLAG,
-    ELEMENT_SIZE,
     FREELIST,
     LEAF,
     NO_FREELIST,
@@ -55,15 +54,14 @@ class LeafSink(Protocol):
     def leaf(self, leaf: Leaf) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Leaf:
-    """A decoded leaf page: element table columns plus keys."""
+    """A decoded leaf page: element table, element bounds and keys."""
 
     page_id: int
     buf: bytes
-    flags: tuple[int, ...]
+    table: tuple[int, ...]
     starts: list[int]
-    ksizes: tuple[int, ...]
     ends: list[int]
     keys: list[bytes]
     contiguous: bool
@@ -71,7 +69,11 @@ class Leaf:
 
     def value(self, i: int) -> bytes:
         """The value of element ``i``."""
-        return self.buf[self.starts[i] + self.ksizes[i] : self.ends[i]]
+        return self.buf[self.starts[i] + self.table[4 * i + 2] : self.ends[i]]
+
+    def flags(self, i: int) -> int:
+        """The flags of element ``i``."""
+        return self.table[4 * i]
 
 
 class Scanner:
@@ -163,6 +165,12 @@ class Scanner:
             self.report(exc.page_id, exc.message)
             return None
         state = self._state
+        if not page.overflow and not state[pgid]:
+            state[pgid] = _REACHABLE
+            if page.flags == LEAF or page.flags == BRANCH:
+                return page
+            self.report(pgid, f"invalid type: {page_type_name(page.flags)}")
+            return None
         seen = False
         for i in range(page.overflow + 1):
             if state[pgid + i] & _REACHABLE:
@@ -245,8 +253,8 @@ class Scanner:
             self.sink.leaf(leaf)
         if not leaf.has_buckets and level != 0:
             return
-        for i, flags in enumerate(leaf.flags):
-            if not flags & BUCKET_LEAF_FLAG:
+        for i in range(len(leaf.keys)):
+            if not leaf.table[4 * i] & BUCKET_LEAF_FLAG:
                 if level == 0:
                     self.report(pid, f"root holds a plain key {leaf.keys[i].hex()}")
                 continue
@@ -265,25 +273,32 @@ class Scanner:
 
 def decode_leaf(db: BoltFile, page: Page) -> Leaf | PageError:
     """Decode a leaf page's element table and keys, or say why it cannot be."""
-    n = page.count
     buf = page.buf
     try:
         t = db.leaf_elements(page)
     except PageError as exc:
         return exc
-    flags = t[0::4]
-    ksizes = t[2::4]
-    starts = list(
-        map(
-            add, t[1::4], range(PAGE_HEADER_SIZE, PAGE_HEADER_SIZE + ELEMENT_SIZE * n, ELEMENT_SIZE)
-        )
-    )
-    ends = list(map(add, map(add, starts, ksizes), t[3::4]))
-    if n and max(ends) > len(buf):
+    keys: list[bytes] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    contiguous = True
+    prev = -1
+    top = 0
+    for j in range(0, len(t), 4):
+        s = PAGE_HEADER_SIZE + 4 * j + t[j + 1]
+        m = s + t[j + 2]
+        e = m + t[j + 3]
+        if s != prev and j:
+            contiguous = False
+        keys.append(buf[s:m])
+        starts.append(s)
+        ends.append(e)
+        prev = e
+        if e > top:
+            top = e
+    if top > len(buf):
         return PageError(page.id, "an element points past the end of the page")
-    keys = [buf[s : s + k] for s, k in zip(starts, ksizes, strict=True)]
-    contiguous = starts[1:] == ends[:-1]
-    return Leaf(page.id, buf, flags, starts, ksizes, ends, keys, contiguous, any(flags))
+    return Leaf(page.id, buf, t, starts, ends, keys, contiguous, any(t[0::4]))
 
 
 def check_db(path: str | os.PathLike[str]) -> list[Problem]:

@@ -111,6 +111,7 @@ class StatusSink:
         self.live: set[bytes] = set()
         self.storage_version: bytes | None = None
         self.problems: list[Problem] = []
+        self.short_keys: list[Problem] = []
         self._bucket = b""
         self._track_live = rules == "3.6"
 
@@ -130,7 +131,7 @@ class StatusSink:
             crc = self.crc
             for i, key in enumerate(leaf.keys):
                 crc = google_crc32c.extend(crc, key)
-                if not leaf.flags[i] & BUCKET_LEAF_FLAG:
+                if not leaf.table[4 * i] & BUCKET_LEAF_FLAG:
                     crc = google_crc32c.extend(crc, leaf.value(i))
             self.crc = crc
         self.total_key_35 += n
@@ -141,10 +142,15 @@ class StatusSink:
 
     def _key_leaf(self, leaf: Leaf) -> None:
         last = leaf.keys[-1]
-        if len(last) < 8:
-            self.problems.append(
-                Problem(leaf.page_id, f"revision key {last.hex()} is shorter than 8 bytes")
-            )
+        if min(leaf.table[2::4]) < 17:
+            if not self.short_keys:
+                short = min(leaf.keys, key=len)
+                self.short_keys.append(
+                    Problem(
+                        leaf.page_id,
+                        f"bucket key: revision key {short.hex()} is shorter than 17 bytes",
+                    )
+                )
         else:
             self.revision = int.from_bytes(last[:8], "big")
         if not self._track_live:
@@ -183,10 +189,9 @@ class StatusSink:
 
     def rule_problems(self) -> list[Problem]:
         """Problems that only matter under the effective rules."""
-        eff = self.result(0).rules
-        if eff == "3.6":
-            return self.problems
-        return [p for p in self.problems if "shorter than 8 bytes" in p.message]
+        if self.result(0).rules == "3.6":
+            return self.short_keys + self.problems
+        return self.short_keys
 
 
 def scan_status(db: BoltFile, rules: str = "auto") -> tuple[SnapshotStatus, list[Problem]]:
