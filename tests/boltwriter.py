@@ -97,16 +97,22 @@ class Writer:
         return pid
 
     def meta(self, pid: int, root: int, freelist: int, pgid: int, txid: int) -> bytes:
-        body = struct.pack("<IIIIQQQQQ", MAGIC, 2, self.page_size, 0, root, 0, freelist, pgid,
-                           txid)
+        body = struct.pack("<IIIIQQQQQ", MAGIC, 2, self.page_size, 0, root, 0, freelist, pgid, txid)
         body += struct.pack("<Q", fnv1a64(body))
         page = struct.pack("<QHHI", pid, 0x04, 0, 0) + body
         return page.ljust(self.page_size, b"\0")
 
 
-def build_db(buckets: dict[bytes, Tree], *, page_size: int = 4096, per_leaf: int = 64,
-             freelist: list[int] | None = None, extra_free_pages: int = 0,
-             trailer: bool = True, scatter: bool = False) -> tuple[bytes, dict[int, str]]:
+def build_db(
+    buckets: dict[bytes, Tree],
+    *,
+    page_size: int = 4096,
+    per_leaf: int = 64,
+    freelist: list[int] | None = None,
+    extra_free_pages: int = 0,
+    trailer: bool = True,
+    scatter: bool = False,
+) -> tuple[bytes, dict[int, str]]:
     """A bolt file holding ``buckets``; returns (bytes, page id -> kind).
 
     ``freelist``: None writes no freelist (like etcd, NoFreelistSync); otherwise page 2 is a

@@ -189,7 +189,7 @@ class BoltFile:
             raise PageError(pgid, f"out of bounds: {self.meta.pgid}")
         off = pgid * ps
         rel = off - self._win_off
-        if 0 <= rel and rel + ps <= len(self._win):
+        if rel >= 0 and rel + ps <= len(self._win):
             first = self._win[rel : rel + ps]
         elif pgid == self._last + 1:
             self._win = os.pread(self._fd, WINDOW, off)

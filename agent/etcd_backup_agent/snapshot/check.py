@@ -167,7 +167,7 @@ class Scanner:
         state = self._state
         if not page.overflow and not state[pgid]:
             state[pgid] = _REACHABLE
-            if page.flags == LEAF or page.flags == BRANCH:
+            if page.flags in (LEAF, BRANCH):
                 return page
             self.report(pgid, f"invalid type: {page_type_name(page.flags)}")
             return None
@@ -283,7 +283,6 @@ def decode_leaf(db: BoltFile, page: Page) -> Leaf | PageError:
     ends: list[int] = []
     contiguous = True
     prev = -1
-    top = 0
     for j in range(0, len(t), 4):
         s = PAGE_HEADER_SIZE + 4 * j + t[j + 1]
         m = s + t[j + 2]
@@ -294,9 +293,7 @@ def decode_leaf(db: BoltFile, page: Page) -> Leaf | PageError:
         starts.append(s)
         ends.append(e)
         prev = e
-        if e > top:
-            top = e
-    if top > len(buf):
+    if ends and max(ends) > len(buf):
         return PageError(page.id, "an element points past the end of the page")
     return Leaf(page.id, buf, t, starts, ends, keys, contiguous, any(t[0::4]))
 
