@@ -112,11 +112,15 @@ def build_db(
     extra_free_pages: int = 0,
     trailer: bool = True,
     scatter: bool = False,
+    stray_pages: int = 0,
+    big_count: bool = False,
 ) -> tuple[bytes, dict[int, str]]:
     """A bolt file holding ``buckets``; returns (bytes, page id -> kind).
 
     ``freelist``: None writes no freelist (like etcd, NoFreelistSync); otherwise page 2 is a
     freelist page listing these ids plus the ``extra_free_pages`` blank pages appended.
+    ``stray_pages`` blank pages are appended and listed nowhere; ``big_count`` writes the
+    freelist in its 0xFFFF-count form even when it is short.
     """
     w = Writer(page_size=page_size, per_leaf=per_leaf, scatter=scatter)
     root = w.write_bucket(dict(buckets.items()))
@@ -126,11 +130,15 @@ def build_db(
         w.pages[w.next_id] = b"\0" * page_size
         w.layout[w.next_id] = "free"
         w.next_id += 1
+    for _ in range(stray_pages):
+        w.pages[w.next_id] = b"\0" * page_size
+        w.layout[w.next_id] = "stray"
+        w.next_id += 1
     if freelist is not None:
         fl = w.next_id
         body = struct.pack(f"<{len(free_ids)}Q", *sorted(free_ids))
         count = len(free_ids)
-        if count >= 0xFFFF:
+        if count >= 0xFFFF or big_count:
             body = struct.pack("<Q", count) + body
             count = 0xFFFF
         w._alloc_page(0x10, count, body)

@@ -17,10 +17,7 @@ RULES = ("auto", "3.5", "3.6")
 KEY_BUCKET = b"key"
 META_BUCKET = b"meta"
 STORAGE_VERSION = b"storageVersion"
-_SEMVER = re.compile(
-    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
-)
+_IDENT = re.compile(r"^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -48,15 +45,25 @@ class SnapshotStatus:
 
 
 def parse_semver(raw: bytes) -> str:
-    """Render a storage version as semver ``String()`` would; "" when it does not parse."""
+    """Render a storage version as go-semver's ``String()`` would; "" when it does not parse."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
         return ""
-    m = _SEMVER.match(text)
-    if m is None:
+    text, plus, meta = text.partition("+")
+    text, minus, pre = text.partition("-")
+    parts = text.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
         return ""
-    return text[1:] if text.startswith("v") else text
+    for sep, ident in ((plus, meta), (minus, pre)):
+        if sep and not _IDENT.match(ident):
+            return ""
+    out = ".".join(str(int(p)) for p in parts)
+    if pre:
+        out += f"-{pre}"
+    if meta:
+        out += f"+{meta}"
+    return out
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
