@@ -147,7 +147,7 @@ def test_scenarios_exercise_what_they_claim(snapshots: dict[str, Path]) -> None:
                 spans.append(db.read_page(pid).overflow)
             except Exception:  # free and continuation pages have foreign headers
                 continue
-        assert sum(1 for s in spans if s) >= 2
+        assert sum(1 for s in spans if s) >= 1
         assert max(spans) * db.page_size >= 1_000_000
 
 
