@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "prune_cmd",
     "restore_cmd",
     "run_cmd",
+    "verify_cmd",
 )
 
 EPILOG = """examples:
@@ -30,6 +31,7 @@ EPILOG = """examples:
   etcd-backup-agent backup --json
   etcd-backup-agent list
   etcd-backup-agent prune --dry-run
+  etcd-backup-agent verify snapshot.db -w json
   etcd-backup-agent run            (the daemon, as started by systemd)
 """
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"etcd-backup-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f".commands.{name}", __package__)
+        module = importlib.import_module(f"{__package__}.commands.{name}")
         module.register(sub, common)
     return parser
 

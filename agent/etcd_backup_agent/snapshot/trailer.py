@@ -1,0 +1,88 @@
+"""The 32-byte sha256 trailer that ``etcdctl snapshot save`` leaves at the end of a snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+TRAILER_SIZE = 32
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TrailerResult:
+    """``present``: size % 512 == 32; ``ok``: the sha256 matches (None when absent)."""
+
+    present: bool
+    ok: bool | None
+    file_size: int
+    expected: str | None
+    actual: str | None
+    message: str
+
+
+def _sha256_prefix(fd: int, length: int) -> bytes:
+    h = hashlib.sha256()
+    off = 0
+    while off < length:
+        chunk = os.pread(fd, min(CHUNK, length - off), off)
+        if not chunk:
+            raise OSError("file shrank while reading")
+        h.update(chunk)
+        off += len(chunk)
+    return h.digest()
+
+
+def check_trailer(path: str | os.PathLike[str]) -> TrailerResult:
+    """Check the trailer by streaming the file (bounded memory)."""
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        rem = size % 512
+        if rem == 0:
+            return TrailerResult(
+                False, None, size, None, None, "no sha256 trailer (size is a whole number of pages)"
+            )
+        if rem != TRAILER_SIZE:
+            return TrailerResult(
+                False,
+                False,
+                size,
+                None,
+                None,
+                f"size {size} is neither whole pages nor pages + a 32-byte trailer: "
+                "the file is truncated or padded",
+            )
+        stored = os.pread(fd, TRAILER_SIZE, size - TRAILER_SIZE)
+        actual = _sha256_prefix(fd, size - TRAILER_SIZE)
+    finally:
+        os.close(fd)
+    if actual == stored:
+        return TrailerResult(True, True, size, stored.hex(), actual.hex(), "sha256 trailer matches")
+    return TrailerResult(
+        True,
+        False,
+        size,
+        stored.hex(),
+        actual.hex(),
+        f"sha256 trailer mismatch: the file changed after it was saved "
+        f"(trailer {stored.hex()[:16]}..., content {actual.hex()[:16]}...)",
+    )
+
+
+def append_trailer(path: str | os.PathLike[str]) -> str:
+    """Append the sha256 of the file to it (for raw data-dir copies); return the hex digest.
+
+    Refuses a file that already looks like it carries a trailer (size % 512 == 32).
+    """
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size % 512 == TRAILER_SIZE:
+            raise ValueError(f"{os.fspath(path)} already ends with a 32-byte trailer")
+        digest = _sha256_prefix(f.fileno(), size)
+        f.seek(size)
+        f.write(digest)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hex()
