@@ -358,7 +358,12 @@ def put_many(
 def _client(server: EtcdServer, **kwargs: object):  # type: ignore[no-untyped-def]
     import etcd3
 
-    kw: dict[str, object] = {"host": LOOPBACK, "port": server.client_port, "timeout": 30}
+    kw: dict[str, object] = {
+        "host": LOOPBACK,
+        "port": server.client_port,
+        "timeout": 30,
+        "grpc_options": [("grpc.max_receive_message_length", 256 * 1024 * 1024)],
+    }
     if server.tls:
         kw |= {
             "ca_cert": str(server.tls.ca),

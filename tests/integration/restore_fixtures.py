@@ -5,64 +5,19 @@ Import the fixtures into a test module with ``from tests.integration.restore_fix
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etcd_backup_agent.cli import main as agent_main
-from etcd_backup_agent.snapshot import verify as snapverify
-from tests.servers import EtcdServer, etcd_bin, etcdutl_status, put_many
+from tests.agent_helpers import to_toml
+from tests.servers import EtcdServer, etcd_bin, put_many
 
-__all__ = ["Backed", "backed", "etcdutl_verifier", "make_config", "short_dir", "write_config"]
-
-
-def _etcdutl_verify(path: Path, rules: str = "auto") -> snapverify.VerifyReport:
-    """Stand-in for the native verifier while only its placeholder exists: etcdutl's status."""
-    data_size = path.stat().st_size - 32
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        remaining = data_size
-        while remaining > 0:
-            chunk = f.read(min(1 << 20, remaining))
-            digest.update(chunk)
-            remaining -= len(chunk)
-        trailer = f.read(32)
-    if (data_size + 32) % 512 != 32 or trailer != digest.digest():
-        return snapverify.VerifyReport(status=None, problems=["bad trailer"], trailer_ok=False)
-    try:
-        st = etcdutl_status(path)
-    except Exception as exc:
-        return snapverify.VerifyReport(status=None, problems=[str(exc)], trailer_ok=True)
-    return snapverify.VerifyReport(
-        status=snapverify.SnapshotStatus(
-            hash=st["hash"],
-            revision=st["revision"],
-            total_key=st["totalKey"],
-            total_size=st["totalSize"],
-        ),
-        problems=[],
-        trailer_ok=True,
-    )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def etcdutl_verifier() -> Iterator[None]:
-    """Use etcdutl's status where the native verifier is still the placeholder."""
-    if snapverify.VERIFIER_VERSION != "0":
-        yield
-        return
-    mp = pytest.MonkeyPatch()
-    mp.setattr(snapverify, "verify_snapshot", _etcdutl_verify)
-    mp.setattr("etcd_backup_agent.pipeline.verify_snapshot", _etcdutl_verify)
-    try:
-        yield
-    finally:
-        mp.undo()
+__all__ = ["Backed", "backed", "make_config", "short_dir", "write_config"]
 
 
 def short_dir() -> Path:
@@ -70,22 +25,8 @@ def short_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="eba-"))
 
 
-def write_config(path: Path, **sections: dict[str, object]) -> Path:
-    def val(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {val(v)}" for k, v in table.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    path.write_text(to_toml(sections))
     return path
 
 
