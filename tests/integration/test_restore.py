@@ -207,7 +207,8 @@ def test_bump_revision_refused_on_old_etcdutl(
 
 def test_verify_backup_command(backed: Backed, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
-        "verify-backup",
+        "verify",
+        "--backup",
         "latest",
         "--config",
         str(backed.config),
@@ -218,6 +219,8 @@ def test_verify_backup_command(backed: Backed, capsys: pytest.CaptureFixture[str
     assert agent_main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["revision"] == backed.revision
+    assert agent_main(["verify", "--backup", "latest", "--config", str(backed.config)]) == 2
+    assert "--identity" in capsys.readouterr().err
 
 
 def test_restore_apply_kubeadm_and_dry_run(

@@ -1,4 +1,4 @@
-"""``etcd-backup-agent restore | drill | verify-backup``: the offline restore-side commands.
+"""``etcd-backup-agent restore | drill``: the offline restore-side commands.
 
 They run the same Operations as the daemon's socket, in this process (no daemon needed).
 """
@@ -28,7 +28,7 @@ exit codes: 0 restored, 1 failed (target untouched), 2 usage or config
 """
 
 
-def _identity_args(value: str | None) -> dict[str, Any]:
+def identity_args(value: str | None) -> dict[str, Any]:
     if value is None:
         return {}
     if value == "-":
@@ -76,18 +76,8 @@ def register(
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=run_drill)
 
-    v = sub.add_parser(
-        "verify-backup",
-        parents=[common],
-        help="download, decrypt and verify a stored backup against its manifest",
-    )
-    v.add_argument("backup", metavar="ID|latest")
-    v.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    v.add_argument("--json", action="store_true")
-    v.set_defaults(handler=run_verify)
 
-
-def _print(op: str, result: Any, as_json: bool) -> None:
+def print_result(op: str, result: Any, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
@@ -106,7 +96,7 @@ def run_restore(args: argparse.Namespace) -> int:
         "apply": args.apply,
         "dry_run": args.dry_run,
         "swap_wait": args.swap_wait,
-    } | _identity_args(args.identity)
+    } | identity_args(args.identity)
     if args.initial_cluster:
         req["initial_cluster"] = args.initial_cluster
     if args.layout:
@@ -116,7 +106,7 @@ def run_restore(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, quiet=args.json)
     result = Operations(settings).restore(req, progress)
     progress.clear()
-    _print("restore", result, args.json)
+    print_result("restore", result, args.json)
     return EXIT_OK
 
 
@@ -124,22 +114,11 @@ def run_drill(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     progress = Progress(sys.stderr, quiet=args.json)
     result = Operations(settings).drill(
-        {"backup": args.backup} | _identity_args(args.identity), progress
+        {"backup": args.backup} | identity_args(args.identity), progress
     )
     progress.clear()
-    _print("drill", result, args.json)
+    print_result("drill", result, args.json)
     if result.get("result") != "success":
         sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
         return EXIT_FAILURE
-    return EXIT_OK
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    progress = Progress(sys.stderr, quiet=args.json)
-    result = Operations(settings).verify(
-        {"backup": args.backup} | _identity_args(args.identity), progress
-    )
-    progress.clear()
-    _print("verify", result, args.json)
     return EXIT_OK
