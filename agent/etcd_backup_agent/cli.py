@@ -20,12 +20,14 @@ COMMAND_MODULES = (
     "config_cmd",
     "backup_cmd",
     "list_cmd",
+    "store_cmd",
 )
 
 EPILOG = """examples:
   etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml
   etcd-backup-agent backup --json
   etcd-backup-agent list
+  etcd-backup-agent store check
   etcd-backup-agent run            (the daemon, as started by systemd)
 """
 
