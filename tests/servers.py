@@ -321,8 +321,8 @@ class WeedServer:
     """
 
     base: Path
-    access_key: str = ""
-    secret_key: str = ""
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
     s3_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None

@@ -120,7 +120,6 @@ def build_client(settings: S3Settings) -> S3Client:
         core.set_config_variable("credentials_file", str(settings.credentials_file))
     if settings.profile is not None:
         core.set_config_variable("profile", settings.profile)
-    session = boto3.session.Session(botocore_session=core)
     config = Config(
         region_name=settings.region,
         s3={"addressing_style": style},
@@ -134,6 +133,7 @@ def build_client(settings: S3Settings) -> S3Client:
     )
     verify: str | bool = str(settings.ca_file) if settings.ca_file else settings.verify_tls
     try:
+        session = boto3.session.Session(botocore_session=core)
         return session.client(
             "s3", endpoint_url=settings.endpoint_url, config=config, verify=verify
         )
