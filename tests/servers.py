@@ -451,6 +451,14 @@ class WeedServer:
         """Stop by pid; weed's graceful gRPC shutdown can hang, so SIGKILL follows after 3 s."""
         if self.proc is not None:
             stop_process(self.proc, timeout=3.0)
+        import tempfile
+
+        # weed puts a unix socket per gRPC port in the temp dir; a SIGKILL leaves them behind
+        tmp = Path(tempfile.gettempdir())
+        for name in ("master", "volume", "filer", "s3"):
+            sock = tmp / f"seaweedfs-{name}-grpc-{self.ports[name + '.grpc']}.sock"
+            with contextlib.suppress(OSError):
+                sock.unlink()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

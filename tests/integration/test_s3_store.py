@@ -277,3 +277,11 @@ def test_checksum_when_supported(weed: WeedServer, bucket: str, creds_file: Path
     store = S3Store(settings_for(weed, bucket, creds_file, checksum="when_supported"))
     store.put_bytes("c1/a.json", b"{}")
     assert store.get_bytes("c1/a.json") == b"{}"
+
+
+def test_tls_failure(weed: WeedServer, bucket: str, creds_file: Path) -> None:
+    """https:// against the plain-HTTP gateway fails the handshake: reported as TLS, not retried."""
+    endpoint = f"https://{LOOPBACK}:{weed.s3_port}"
+    store = S3Store(settings_for(weed, bucket, creds_file, endpoint_url=endpoint))
+    with pytest.raises(StoreUnavailable, match=f"TLS failure talking to {endpoint}.*{bucket}"):
+        store.list("c1/")
