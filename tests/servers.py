@@ -396,7 +396,7 @@ class WeedServer:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until the S3 gateway answers a signed ListBuckets and can create a bucket."""
+        """Wait until the S3 gateway answers a signed ListBuckets."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
