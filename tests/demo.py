@@ -61,7 +61,7 @@ def main() -> int:
             root=out,
             cluster="demo",
             node="demo-node",
-            extra={"log": {"level": "warning"}},
+            extra={"log": {"level": "warning"}, "restore": {"etcdutl": etcd_bin("etcdutl")}},
         )
         print(f"config: {cfg}")
 

@@ -400,3 +400,157 @@ def http_ok(url: str) -> bool:
             return 200 <= int(resp.status) < 500
     except Exception:
         return False
+
+
+@dataclass
+class WeedServer:
+    """SeaweedFS (master, volume, filer, S3 gateway) on loopback, stopped by its pid.
+
+    Credentials are generated per server and written to an ``-s3.config`` identities file;
+    they are never printed.
+    """
+
+    base: Path
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    s3_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import secrets
+
+        if not self.access_key:
+            self.access_key = "AK" + secrets.token_hex(9).upper()
+        if not self.secret_key:
+            self.secret_key = secrets.token_urlsafe(30)
+        for name in ("master", "volume", "filer", "s3"):
+            for kind in ("", ".grpc"):
+                self.ports[name + kind] = free_port()
+        if self.s3_port:
+            self.ports["s3"] = self.s3_port
+        self.s3_port = self.ports["s3"]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.s3_port}"
+
+    def start(self, wait: bool = True) -> WeedServer:
+        import json
+
+        data = self.base / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.base / "s3.json"
+        identities = {
+            "identities": [
+                {
+                    "name": "tester",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        config.write_text(json.dumps(identities))
+        config.chmod(0o600)
+        self.log_path = self.base / "weed.log"
+        p = self.ports
+        args = [
+            weed_bin(),
+            "server",
+            f"-dir={data}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume.grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer.grpc']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3.grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=50",
+            f"-filer.localSocket={self.base / 'filer.sock'}",
+            f"-s3.localSocket={self.base / 's3.sock'}",
+        ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the S3 gateway answers a signed ListBuckets."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited early: {self.log_tail()}")
+            try:
+                self.client().list_buckets()
+                return
+            except Exception as exc:
+                last = type(exc).__name__
+            time.sleep(0.3)
+        raise RuntimeError(f"weed S3 not ready after {timeout}s ({last}): {self.log_tail()}")
+
+    def client(self, **config: object):  # type: ignore[no-untyped-def]
+        """A plain boto3 S3 client for test setup and inspection."""
+        import boto3
+        from botocore.config import Config
+
+        cfg = Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=30,
+            **config,
+        )
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=cfg,
+        )
+
+    def credentials_file(self, path: Path, profile: str = "default") -> Path:
+        """Write an AWS shared credentials file (mode 0600) for this server."""
+        path.write_text(
+            f"[{profile}]\naws_access_key_id = {self.access_key}\n"
+            f"aws_secret_access_key = {self.secret_key}\n"
+        )
+        path.chmod(0o600)
+        return path
+
+    def log_tail(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def stop(self) -> None:
+        """Stop by pid; weed's graceful gRPC shutdown can hang, so SIGKILL follows after 3 s."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout=3.0)
+        import tempfile
+
+        # weed puts a unix socket per gRPC port in the temp dir; a SIGKILL leaves them behind
+        tmp = Path(tempfile.gettempdir())
+        for name in ("master", "volume", "filer", "s3"):
+            sock = tmp / f"seaweedfs-{name}-grpc-{self.ports[name + '.grpc']}.sock"
+            with contextlib.suppress(OSError):
+                sock.unlink()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "restore_cmd",
     "run_cmd",
     "verify_cmd",
+    "store_cmd",
 )
 
 EPILOG = """examples:
@@ -32,6 +33,7 @@ EPILOG = """examples:
   etcd-backup-agent list
   etcd-backup-agent prune --dry-run
   etcd-backup-agent verify snapshot.db -w json
+  etcd-backup-agent store check
   etcd-backup-agent run            (the daemon, as started by systemd)
 """
 

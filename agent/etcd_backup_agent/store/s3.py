@@ -1,0 +1,513 @@
+"""The S3 store (AWS S3 or a compatible service); the only module importing boto3/botocore.
+
+Behaviour the rest of the agent relies on:
+
+- Keys are relative to ``s3://bucket/prefix/``; the store adds and strips the prefix.
+- ``put_file``/``put_fileobj`` upload with multipart when the object is larger than one
+  chunk; S3 shows an object only when the upload completes, so a key never holds half an
+  object. A failed upload is aborted by s3transfer; a killed process leaves an incomplete
+  upload behind, which ``sweep_multipart`` (or a bucket lifecycle rule) removes.
+- ``list`` pages through every result. It never returns a partial listing: when a page
+  fails after the retries it raises a StoreError, so ``Listing.complete`` is always True.
+- ``delete`` first reads the object's lock (HEAD). A version under an unexpired retention
+  or a legal hold raises ObjectLocked; otherwise DeleteObject without a version id is sent,
+  which on a versioned bucket only adds a delete marker (the old version stays until a
+  lifecycle rule expires noncurrent versions).
+- Transient failures (unreachable endpoint, 5xx, throttling) are retried with exponential
+  backoff until ``retry_max_time`` has passed; every error names the bucket and the key.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+
+import boto3
+import botocore.session
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    SSLError,
+)
+
+from .. import __version__
+from .. import log as logging
+from ..config import S3Settings
+from ..errors import ObjectLocked, StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
+from ..manifest import OBJECT_SUFFIX
+from .base import Listing, PutResult, StoredObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+T = TypeVar("T")
+
+MIN_PART = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+METADATA_KEY = "etcd-backup-agent"
+_MIB = 1024 * 1024
+
+_ACCESS_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "403",
+}
+_REGION_CODES = {
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "301",
+    "IllegalLocationConstraintException",
+}
+_TRANSIENT_CODES = {
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "503",
+    "500",
+    "502",
+    "504",
+}
+_NOT_FOUND_KEY = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+_LOCK_CODES = {"InvalidRequest", "ObjectLockConfigurationNotFoundError", "InvalidBucketState"}
+
+_log = logging.get("etcd-backup-agent.store.s3")
+
+
+def part_size_for(size: int, chunk: int) -> int:
+    """The part size to use for ``size`` bytes: ``chunk`` or larger so parts stay <= 10,000."""
+    needed = math.ceil(size / MAX_PARTS) if size > 0 else 0
+    part = max(chunk, MIN_PART, needed)
+    return math.ceil(part / _MIB) * _MIB
+
+
+def build_client(settings: S3Settings) -> S3Client:
+    """An S3 client from the settings: credentials file/profile, TLS, checksums, addressing."""
+    style: Literal["auto", "path", "virtual"] = "auto"
+    if settings.addressing_style in ("path", "virtual"):
+        style = "path" if settings.addressing_style == "path" else "virtual"
+    checksum: Literal["when_supported", "when_required"] = (
+        "when_supported" if settings.checksum == "when_supported" else "when_required"
+    )
+    core = botocore.session.Session()
+    if settings.credentials_file is not None:
+        core.set_config_variable("credentials_file", str(settings.credentials_file))
+    if settings.profile is not None:
+        core.set_config_variable("profile", settings.profile)
+    config = Config(
+        region_name=settings.region,
+        s3={"addressing_style": style},
+        request_checksum_calculation=checksum,
+        response_checksum_validation=checksum,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=max(10, settings.max_concurrency + 2),
+        user_agent_extra=f"etcd-backup-agent/{__version__}",
+    )
+    verify: str | bool = str(settings.ca_file) if settings.ca_file else settings.verify_tls
+    try:
+        session = boto3.session.Session(botocore_session=core)
+        return session.client(
+            "s3", endpoint_url=settings.endpoint_url, config=config, verify=verify
+        )
+    except ProfileNotFound:
+        raise StoreAccessDenied(
+            f"s3://{settings.bucket}: profile {settings.profile!r} not found in the credentials"
+        ) from None
+    except (BotoCoreError, ValueError) as exc:
+        raise StoreError(f"s3://{settings.bucket}: cannot create the S3 client: {exc}") from None
+
+
+class _Body(io.RawIOBase):
+    """A raw reader over a botocore StreamingBody; read failures become StoreError."""
+
+    def __init__(self, body: Any, describe: Callable[[BaseException], StoreError]) -> None:
+        super().__init__()
+        self._body = body
+        self._describe = describe
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data: bytes = self._body.read(len(view))
+        except (BotoCoreError, OSError, ValueError) as exc:
+            raise self._describe(exc) from None
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Store:
+    """Backups in ``s3://bucket/prefix/``; see the module docstring for the semantics."""
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        *,
+        client: S3Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.root = f"{settings.prefix.strip('/')}/" if settings.prefix.strip("/") else ""
+        self.client: S3Client = client if client is not None else build_client(settings)
+        self._sleep = sleep
+
+    # -- naming -------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.root}"
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
+
+    def _full(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"{self.describe()}: invalid key {key!r}")
+        return self.root + key
+
+    def _relative(self, full: str) -> str:
+        return full[len(self.root) :] if full.startswith(self.root) else full
+
+    # -- errors and retries ---------------------------------------------------------------
+
+    def _error(self, exc: BaseException, op: str, key: str | None) -> tuple[StoreError, bool]:
+        """Map a boto error to (StoreError naming bucket and key, whether it is transient)."""
+        where = f"bucket {self.bucket}" + (f" (key {self.root}{key})" if key is not None else "")
+        cause: BaseException | None = exc
+        while isinstance(cause, Boto3Error) and (cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
+        exc = cause or exc
+        if isinstance(exc, StoreError):
+            return exc, False
+        if isinstance(exc, SSLError):
+            return StoreUnavailable(
+                f"{op}: TLS failure talking to {self.endpoint} ({where}); check ca_file "
+                f"and the endpoint's certificate"
+            ), False
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError):
+            return StoreUnavailable(f"{op}: endpoint unreachable: {self.endpoint} ({where})"), True
+        if isinstance(exc, ReadTimeoutError | IncompleteReadError | ResponseStreamingError):
+            return StoreUnavailable(
+                f"{op}: connection to {self.endpoint} failed mid-transfer ({where})"
+            ), True
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
+            return StoreAccessDenied(
+                f"{op}: access denied to {where}: no usable credentials "
+                f"(credentials_file, profile or the default AWS chain)"
+            ), False
+        if isinstance(exc, ClientError):
+            return self._client_error(exc, op, key, where)
+        if isinstance(exc, BotoCoreError | Boto3Error):
+            return StoreError(f"{op}: {where}: {type(exc).__name__}: {exc}"), False
+        if isinstance(exc, OSError):
+            return StoreError(f"{op}: {where}: {exc.strerror or exc}"), False
+        return StoreError(f"{op}: {where}: {type(exc).__name__}: {exc}"), False
+
+    def _client_error(
+        self, exc: ClientError, op: str, key: str | None, where: str
+    ) -> tuple[StoreError, bool]:
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        code = str(err.get("Code") or meta.get("HTTPStatusCode") or "")
+        status = int(meta.get("HTTPStatusCode") or 0)
+        message = str(err.get("Message") or "")[:200]
+        if code == "NoSuchBucket":
+            return StoreNotFound(f"{op}: bucket {self.bucket} does not exist"), False
+        if code in _NOT_FOUND_KEY:
+            return StoreNotFound(f"{op}: {self.root}{key} does not exist in {where}"), False
+        if code in _ACCESS_CODES:
+            # never echo the server's message: some include the string to sign
+            return StoreAccessDenied(f"{op}: access denied to {where}: {code}"), False
+        if code in _REGION_CODES or status == 301:
+            headers = meta.get("HTTPHeaders", {})
+            region = err.get("Region") or headers.get("x-amz-bucket-region") or "another region"
+            return StoreError(
+                f"{op}: {where} is in region {region}, not the configured region "
+                f'{self.settings.region or "(none)"}: set [store.s3] region = "{region}"'
+            ), False
+        if code in ("QuotaExceeded", "EntityTooLarge"):
+            return StoreError(f"{op}: {where}: {code}: {message}"), False
+        if code in _TRANSIENT_CODES or status >= 500:
+            return StoreError(f"{op}: {where}: service unavailable: {code} {message}".strip()), True
+        if code in _LOCK_CODES and "lock" in message.lower():
+            return StoreError(
+                f"{op}: {where}: {code}: {message} (object_lock_mode needs a bucket created "
+                f"with Object Lock enabled)"
+            ), False
+        return StoreError(f"{op}: {where}: {code}: {message}"), False
+
+    def _call(self, op: str, key: str | None, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run ``fn``, retrying transient failures with backoff within retry_max_time."""
+        deadline = time.monotonic() + self.settings.retry_max_time
+        delay = 0.5
+        attempt = 1
+        while True:
+            try:
+                return fn()
+            except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+                error, transient = self._error(exc, op, key)
+                if not (retry and transient) or time.monotonic() + delay > deadline:
+                    raise error from None
+                _log.warning(
+                    "store_retry",
+                    op=op,
+                    bucket=self.bucket,
+                    key=key,
+                    attempt=attempt,
+                    delay=delay,
+                    error=str(error),
+                )
+                self._sleep(delay)
+                delay = min(delay * 2, 30.0)
+                attempt += 1
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _extra_args(self, lock: bool) -> tuple[dict[str, Any], datetime | None, str | None]:
+        s = self.settings
+        extra: dict[str, Any] = {"Metadata": {METADATA_KEY: __version__}}
+        if s.storage_class:
+            extra["StorageClass"] = s.storage_class
+        if s.sse != "none":
+            extra["ServerSideEncryption"] = s.sse
+            if s.kms_key_id:
+                extra["SSEKMSKeyId"] = s.kms_key_id
+        retain_until: datetime | None = None
+        mode: str | None = None
+        if lock and s.object_lock_mode and s.object_lock_days > 0:
+            mode = s.object_lock_mode
+            now = datetime.now(UTC).replace(microsecond=0)
+            retain_until = now + timedelta(days=s.object_lock_days)
+            extra["ObjectLockMode"] = mode
+            extra["ObjectLockRetainUntilDate"] = retain_until
+            # S3 requires an integrity checksum on writes carrying Object Lock parameters
+            extra["ChecksumAlgorithm"] = "CRC32"
+        return extra, retain_until, mode
+
+    def _transfer_config(self, size: int | None) -> TransferConfig:
+        chunk = part_size_for(size or 0, self.settings.multipart_chunk_size)
+        config = TransferConfig(
+            multipart_threshold=chunk,
+            multipart_chunksize=chunk,
+            max_concurrency=self.settings.max_concurrency,
+            preferred_transfer_client="classic",
+        )
+        # bounds memory for non-seekable streams: (in-memory chunks + concurrency) x chunk
+        config.max_in_memory_upload_chunks = 1
+        return config
+
+    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
+        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000."""
+        full = self._full(key)
+        try:
+            size = src.stat().st_size
+        except OSError as exc:
+            raise StoreError(f"{self.describe()}: cannot read {src}: {exc.strerror}") from None
+        extra, retain_until, mode = self._extra_args(lock)
+        config = self._transfer_config(size)
+        self._call(
+            "upload",
+            key,
+            lambda: self.client.upload_file(
+                str(src), self.bucket, full, ExtraArgs=extra, Config=config
+            ),
+        )
+        return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
+
+    def put_fileobj(
+        self, key: str, fileobj: BinaryIO, size: int | None = None, *, lock: bool = False
+    ) -> PutResult:
+        """Upload a stream. Seekable streams are retried from their start position; for
+        non-seekable ones pass ``size`` when known so the part size can be chosen."""
+        full = self._full(key)
+        extra, retain_until, mode = self._extra_args(lock)
+        config = self._transfer_config(size)
+        seekable = fileobj.seekable()
+        start = fileobj.tell() if seekable else 0
+
+        def upload() -> None:
+            if seekable:
+                fileobj.seek(start)
+            self.client.upload_fileobj(fileobj, self.bucket, full, ExtraArgs=extra, Config=config)
+
+        self._call("upload", key, upload, retry=seekable)
+        if size is None:
+            size = fileobj.tell() - start if seekable else self._head_size(key)
+        return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
+
+    def _head_size(self, key: str) -> int:
+        head = self._call(
+            "head", key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        )
+        return int(head.get("ContentLength", 0))
+
+    def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:
+        """Write a small object with one PutObject."""
+        full = self._full(key)
+        extra, retain_until, mode = self._extra_args(lock)
+        self._call(
+            "put",
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra),
+        )
+        return PutResult(key=key, size=len(data), retain_until=retain_until, lock_mode=mode)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as f:
+            return f.read()
+
+    def open_read(self, key: str) -> BinaryIO:
+        """Stream ``key``; a cut connection raises StoreUnavailable, never a short EOF."""
+        full = self._full(key)
+        resp = self._call("get", key, lambda: self.client.get_object(Bucket=self.bucket, Key=full))
+
+        def describe(exc: BaseException) -> StoreError:
+            return self._error(exc, "read", key)[0]
+
+        return io.BufferedReader(_Body(resp["Body"], describe), buffer_size=1024 * 1024)
+
+    def list(self, prefix: str) -> Listing:
+        """Every object under ``prefix``; raises StoreError rather than return a partial list."""
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise StoreError(f"{self.describe()}: invalid prefix {prefix!r}")
+        full = self.root + prefix
+        out: list[StoredObject] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(
+                "list", prefix or None, partial(self.client.list_objects_v2, **kwargs)
+            )
+            for item in page.get("Contents", []):
+                out.append(
+                    StoredObject(
+                        key=self._relative(item["Key"]),
+                        size=int(item["Size"]),
+                        modified=item.get("LastModified"),
+                    )
+                )
+            if not page.get("IsTruncated"):
+                break
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise StoreError(
+                    f"list: bucket {self.bucket} (prefix {full}): truncated page without "
+                    f"a continuation token"
+                )
+        out.sort(key=lambda o: o.key)
+        return Listing(objects=tuple(out), complete=True)
+
+    # -- deleting -------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; ObjectLocked if retention or a legal hold protects it."""
+        full = self._full(key)
+        try:
+            head = self._call(
+                "delete", key, lambda: self.client.head_object(Bucket=self.bucket, Key=full)
+            )
+        except StoreNotFound:
+            return
+        until = head.get("ObjectLockRetainUntilDate")
+        now = datetime.now(UTC)
+        if until is not None and until > now:
+            raise ObjectLocked(
+                f"delete: {self.root}{key} in bucket {self.bucket} is under "
+                f"{head.get('ObjectLockMode', 'object')} lock until "
+                f"{until.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            )
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            raise ObjectLocked(
+                f"delete: {self.root}{key} in bucket {self.bucket} is under a legal hold"
+            )
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
+
+    def sweep_multipart(self, older_than_seconds: float) -> int:
+        """Abort this agent's incomplete multipart uploads (keys under the prefix ending in
+        ``.db.zst.age``) started more than ``older_than_seconds`` ago; return how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        aborted = 0
+        key_marker: str | None = None
+        upload_marker: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.root}
+            if key_marker:
+                kwargs["KeyMarker"] = key_marker
+            if upload_marker:
+                kwargs["UploadIdMarker"] = upload_marker
+            page = self._call("sweep", None, partial(self.client.list_multipart_uploads, **kwargs))
+            for up in page.get("Uploads", []):
+                key, upload_id, started = up.get("Key", ""), up.get("UploadId"), up.get("Initiated")
+                if not key.endswith(OBJECT_SUFFIX) or not upload_id or started is None:
+                    continue
+                if started > cutoff:
+                    continue
+                rel = self._relative(key)
+                try:
+                    abort = partial(
+                        self.client.abort_multipart_upload,
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                    )
+                    self._call("sweep", rel, abort)
+                except StoreNotFound:
+                    continue  # already completed or aborted by someone else
+                aborted += 1
+                _log.info(
+                    "multipart_aborted", bucket=self.bucket, key=key, initiated=started.isoformat()
+                )
+            if not page.get("IsTruncated"):
+                break
+            key_marker = page.get("NextKeyMarker")
+            upload_marker = page.get("NextUploadIdMarker")
+            if not key_marker and not upload_marker:
+                break
+        return aborted
+
+    def close(self) -> None:
+        self.client.close()
+
+
+__all__ = ["S3Store", "build_client", "part_size_for"]

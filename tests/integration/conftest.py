@@ -1,0 +1,48 @@
+"""Integration fixtures: one SeaweedFS S3 server per session, buckets per test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import WeedServer
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A SeaweedFS server with an S3 gateway on loopback, stopped by pid at session end."""
+    server = WeedServer(tmp_path_factory.mktemp("weed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _bucket_name(kind: str) -> str:
+    return f"t-{kind}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def bucket(weed: WeedServer) -> str:
+    """A fresh plain bucket."""
+    name = _bucket_name("plain")
+    weed.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def lock_bucket(weed: WeedServer) -> str:
+    """A fresh bucket created with Object Lock (and so versioning) enabled."""
+    name = _bucket_name("lock")
+    weed.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
+@pytest.fixture
+def creds_file(weed: WeedServer, tmp_path: Path) -> Path:
+    """An AWS shared credentials file for the server, mode 0600."""
+    return weed.credentials_file(tmp_path / "credentials", profile="backup")

@@ -1,0 +1,86 @@
+"""S3Store's error mapping and part sizing (no server needed: exceptions built by hand)."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
+
+from etcd_backup_agent.config import S3Settings
+from etcd_backup_agent.errors import (
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+)
+from etcd_backup_agent.store.s3 import MIN_PART, S3Store, part_size_for
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKUNIT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    settings = S3Settings(
+        bucket="bkt",
+        prefix="p",
+        region="eu-west-1",
+        endpoint_url="https://127.0.0.1:9",
+        retry_max_time=0.0,
+    )
+    return S3Store(settings)
+
+
+def client_error(code: str, status: int, **extra: str) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "msg", **extra},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}},
+        },
+        "PutObject",
+    )
+
+
+def test_client_errors(store: S3Store) -> None:
+    err, transient = store._error(client_error("NoSuchBucket", 404), "put", "c/a")
+    assert isinstance(err, StoreNotFound) and "bucket bkt does not exist" in str(err)
+    err, _ = store._error(client_error("SignatureDoesNotMatch", 403), "put", "c/a")
+    assert isinstance(err, StoreAccessDenied)
+    assert str(err) == "put: access denied to bucket bkt (key p/c/a): SignatureDoesNotMatch"
+    err, _ = store._error(client_error("PermanentRedirect", 301, Region="us-west-2"), "put", "c/a")
+    assert type(err) is StoreError and "region us-west-2" in str(err) and "eu-west-1" in str(err)
+    err, _ = store._error(
+        client_error("AuthorizationHeaderMalformed", 400, Region="ap-south-1"), "list", None
+    )
+    assert "region ap-south-1" in str(err) and "bucket bkt" in str(err)
+    for code in ("QuotaExceeded", "EntityTooLarge"):
+        err, transient = store._error(client_error(code, 400), "put", "c/a")
+        assert type(err) is StoreError and code in str(err) and not transient
+    err, transient = store._error(client_error("ServiceUnavailable", 503), "put", "c/a")
+    assert type(err) is StoreError and transient and "p/c/a" in str(err)
+    err, transient = store._error(client_error("NoSuchKey", 404), "get", "c/a")
+    assert isinstance(err, StoreNotFound) and not transient
+
+
+def test_transport_errors(store: S3Store) -> None:
+    err, transient = store._error(
+        SSLError(endpoint_url="https://127.0.0.1:9", error="bad"), "list", None
+    )
+    assert isinstance(err, StoreUnavailable) and "TLS failure" in str(err) and not transient
+    err, transient = store._error(EndpointConnectionError(endpoint_url="x"), "get", "c/a")
+    assert isinstance(err, StoreUnavailable) and transient
+    assert "endpoint unreachable: https://127.0.0.1:9" in str(err) and "bkt" in str(err)
+
+
+def test_invalid_keys(store: S3Store) -> None:
+    for key in ("", "/abs", "a/../b", "a//b"):
+        with pytest.raises(StoreError, match="invalid key"):
+            store.put_bytes(key, b"")
+
+
+def test_part_size() -> None:
+    assert part_size_for(0, 16 * MIB) == 16 * MIB
+    assert part_size_for(100 * MIB, MIN_PART) == MIN_PART
+    big = 200 * 1024**3  # 200 GiB needs parts > 20 MiB to stay within 10,000
+    part = part_size_for(big, 8 * MIB)
+    assert part % MIB == 0 and big / part <= 10_000
