@@ -61,7 +61,7 @@ def main() -> int:
             root=out,
             cluster="demo",
             node="demo-node",
-            extra={"log": {"level": "warning"}, "restore": {"etcdutl": etcd_bin("etcdutl")}},
+            extra={"log": {"level": "warning"}},
         )
         print(f"config: {cfg}")
 

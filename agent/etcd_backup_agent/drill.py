@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import log as logsetup
+from .binaries import find_binary
 from .config import EtcdSettings, Settings
 from .errors import AgentError, RestoreError
 from .etcd_source import EtcdSource
@@ -79,7 +80,7 @@ def throwaway_etcd(binary: str, data_dir: Path, name: str, peer_url: str) -> Ite
     """Run etcd from ``data_dir`` on a free loopback client port; yield its endpoint."""
     client = f"http://{LOOPBACK}:{_free_port()}"
     argv = [
-        binary,
+        find_binary(binary) or binary,
         "--name",
         name,
         "--data-dir",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import log as logsetup
+from .binaries import find_binary
 from .catalog import find_backup, list_backups
 from .config import Settings
 from .errors import CryptoError, RestoreError, StoreError, UsageError, VerificationError
@@ -121,8 +122,8 @@ class Etcdutl:
 
 def find_etcdutl(configured: str) -> Etcdutl:
     """Locate etcdutl (``[restore] etcdutl``: a path or a name on PATH) and read its version."""
-    path = configured if "/" in configured else shutil.which(configured)
-    if path is None or not os.access(path, os.X_OK):
+    path = find_binary(configured)
+    if path is None:
         raise RestoreError(
             f"etcdutl not found ({configured!r}): install etcd's etcdutl or set [restore] etcdutl"
         )
