@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import log as logsetup
-from .binaries import find_binary
+from .binaries import candidates
 from .catalog import find_backup, list_backups
 from .config import Settings
 from .errors import CryptoError, RestoreError, StoreError, UsageError, VerificationError
@@ -121,24 +121,33 @@ class Etcdutl:
 
 
 def find_etcdutl(configured: str) -> Etcdutl:
-    """Locate etcdutl (``[restore] etcdutl``: a path or a name on PATH) and read its version."""
-    path = find_binary(configured)
-    if path is None:
+    """Locate a working etcdutl (``[restore] etcdutl``) and read its version.
+
+    Each candidate (see binaries.candidates) must answer ``etcdutl version``; the first
+    that does is used, so a broken wrapper on PATH does not hide a working binary.
+    """
+    found = candidates(configured)
+    if not found:
         raise RestoreError(
             f"etcdutl not found ({configured!r}): install etcd's etcdutl or set [restore] etcdutl"
         )
-    try:
-        out = subprocess.run(
-            [path, "version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RestoreError(f"cannot run {path} version: {exc}") from None
-    m = re.search(r"etcdutl version:\s*(\d+)\.(\d+)\.(\d+)", out) or re.search(
-        r"(\d+)\.(\d+)\.(\d+)", out
-    )
-    if not m:
-        raise RestoreError(f"cannot read the version of {path} from {out.strip()!r}")
-    return Etcdutl(path, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
+    failures = []
+    for path in found:
+        try:
+            out = subprocess.run(
+                [path, "version"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            failures.append(f"{path}: {exc}")
+            continue
+        m = re.search(r"etcdutl version:\s*(\d+)\.(\d+)\.(\d+)", out) or re.search(
+            r"(\d+)\.(\d+)\.(\d+)", out
+        )
+        if not m:
+            failures.append(f"{path}: cannot read a version from {out.strip()!r}")
+            continue
+        return Etcdutl(path, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
+    raise RestoreError("no working etcdutl: " + "; ".join(failures))
 
 
 def restore_argv(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, data_dir: Path) -> list[str]:

