@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from . import log as logsetup
 from .config import Settings
-from .errors import Cancelled, SpoolError, VerificationError
+from .errors import Cancelled, SpoolError, StoreError, VerificationError
 from .etcd_source import EtcdSource, EtcdStatus
 from .manifest import (
     MANIFEST_SUFFIX,
@@ -369,8 +369,9 @@ class Pipeline:
         put = self.store.put_file(m.object, sealed.object_path, lock=locked)
         if put.size != m.object_size:
             self.store.delete(m.object)
-            raise SpoolError(
-                f"stored object {m.object} has {put.size} bytes, expected {m.object_size}"
+            raise StoreError(
+                f"{self.store.describe()}: stored object {m.object} has {put.size} bytes, "
+                f"expected {m.object_size}"
             )
         duration = self.stages.get("prepare_total", 0.0) + (time.monotonic() - started)
         final = replace(
