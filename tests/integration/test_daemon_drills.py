@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,10 +49,8 @@ def agents() -> Iterator[list[Agent]]:
             leftovers = _drill_etcds(a.pid) if a.alive() else set()
             a.stop()
             for pid in leftovers:  # only when the agent had to be killed mid-drill
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 @pytest.fixture
@@ -170,9 +169,7 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
         **base(tmp_path, etcd, age_identity[1]),
     )
     agents.append(agent.start())
-    wait_for(
-        lambda: drills(agent.scrape(), "success", "full") >= 2, 120, "two full drills", agent
-    )
+    wait_for(lambda: drills(agent.scrape(), "success", "full") >= 2, 120, "two full drills", agent)
     samples = agent.scrape()
     assert drills(samples, "failure", "full") == 0
     assert drills(samples, "success", "plaintext") == 0
@@ -183,9 +180,7 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
     assert names.index("backup stored") < names.index("restore drill started")
 
     _corrupt(tmp_path / "store" / str(newest["object"]))
-    wait_for(
-        lambda: drills(agent.scrape(), "failure", "full") >= 1, 120, "a failed drill", agent
-    )
+    wait_for(lambda: drills(agent.scrape(), "failure", "full") >= 1, 120, "a failed drill", agent)
     failed = [
         e
         for e in agent.events()
