@@ -123,7 +123,7 @@ def test_plaintext_drills_run_after_verify_and_are_counted(
     agents.append(agent.start())
     wait_for(
         lambda: drills(agent.scrape(), "success", "plaintext") >= 2,
-        120,
+        60,
         "two plaintext drills",
         agent,
     )
@@ -169,7 +169,7 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
         **base(tmp_path, etcd, age_identity[1]),
     )
     agents.append(agent.start())
-    wait_for(lambda: drills(agent.scrape(), "success", "full") >= 2, 120, "two full drills", agent)
+    wait_for(lambda: drills(agent.scrape(), "success", "full") >= 2, 60, "two full drills", agent)
     samples = agent.scrape()
     assert drills(samples, "failure", "full") == 0
     assert drills(samples, "success", "plaintext") == 0
@@ -180,7 +180,7 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
     assert names.index("backup stored") < names.index("restore drill started")
 
     _corrupt(tmp_path / "store" / str(newest["object"]))
-    wait_for(lambda: drills(agent.scrape(), "failure", "full") >= 1, 120, "a failed drill", agent)
+    wait_for(lambda: drills(agent.scrape(), "failure", "full") >= 1, 60, "a failed drill", agent)
     failed = [
         e
         for e in agent.events()
@@ -217,7 +217,7 @@ def test_retention_keeps_the_newest_backups_and_prune_dry_run_through_the_socket
     def successes() -> float:
         return agent.scrape().get(("etcd_backup_runs_total", (("result", "success"),)), 0.0)
 
-    wait_for(lambda: successes() >= 4, 120, "four backups", agent)
+    wait_for(lambda: successes() >= 4, 60, "four backups", agent)
     samples = agent.scrape()
     assert samples[("etcd_backup_retention_deleted_total", ())] > 0
     assert samples[("etcd_backup_retention_runs_total", (("result", "failure"),))] == 0
