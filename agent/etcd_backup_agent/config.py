@@ -7,6 +7,7 @@ the TOML itself: only paths to files that hold them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -222,6 +223,7 @@ class _Section:
 
     def _get(self, name: str, default: T, check: Callable[[Any], T | None], expected: str) -> T:
         self.seen.add(name)
+        self.reader.accepted.add(self.key(name))
         if name not in self.table:
             return default
         raw = self.table[name]
@@ -339,6 +341,7 @@ class _Reader:
     def __init__(self, file: Path | None) -> None:
         self.file = file
         self.problems: list[str] = []
+        self.accepted: set[str] = set()  # dotted keys of every value read
 
     def problem(self, key: str, message: str) -> None:
         where = str(self.file) if self.file is not None else "<config>"
@@ -399,7 +402,23 @@ def load(path: Path | str | None = None) -> Settings:
 
 def from_dict(data: dict[str, Any], file: Path | None = None) -> Settings:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
-    reader = _Reader(file)
+    return _parse(data, _Reader(file))
+
+
+def accepted_keys() -> frozenset[str]:
+    """Every key the loader accepts, dotted with its table ("store.s3.bucket").
+
+    Found by running the loader itself (with the optional [store.s3] table present), so
+    the list cannot drift from the code; docs/config.md is checked against it.
+    """
+    reader = _Reader(None)
+    with contextlib.suppress(ConfigError):  # required keys are missing; every key was read
+        _parse({"store": {"s3": {}}}, reader)
+    return frozenset(reader.accepted)
+
+
+def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
+    file = reader.file
     root = _Section(reader, "", data)
 
     cluster_s = root.sub("cluster")

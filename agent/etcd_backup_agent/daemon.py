@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,12 +26,13 @@ from .catalog import list_backups
 from .config import Settings, load, split_listen
 from .control.server import ControlServer
 from .coordination import BackupSkipped, Coordinator
+from .drill import FAILURE, DrillReport, drill, drill_plaintext
 from .errors import AgentError, Cancelled, ConfigError, StoreError, VerificationError
 from .etcd_source import EtcdSource
 from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
-from .operations import Operations
-from .pipeline import Pipeline, SealedBackup, Spool
+from .operations import Operations, read_identity
+from .pipeline import AfterVerifyHook, Pipeline, SealedBackup, Spool
 from .retention import prune
 from .sdnotify import Notifier
 from .store import Store, open_store
@@ -94,6 +96,26 @@ class LastResult:
 
 
 @dataclass
+class LastDrill:
+    result: str = "none"  # success, failure
+    kind: str | None = None  # full, plaintext
+    at: str | None = None
+    backup_id: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "kind": self.kind,
+            "at": self.at,
+            "backup_id": self.backup_id,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
 class _Flags:
     stop: bool = False
     hup: bool = False
@@ -133,6 +155,9 @@ class Daemon:
         self._leader: bool | None = None
         self._next_run: datetime | None = None
         self._notified: LastResult | None = None
+        self.last_drill = LastDrill()
+        self._drill_due_at = 0.0  # time.monotonic(); the first drill is due at start
+        self._drilling = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -200,6 +225,8 @@ class Daemon:
             next_run=format_time(decision.next_at) if not decision.run else "now",
             spool_partials_removed=removed,
             metrics=self._http.address if self._http else None,
+            drill=self._drill_mode(s),
+            drill_interval=s.drill.interval or None,
         )
         self.notifier.ready(self._status_line())
 
@@ -329,7 +356,11 @@ class Daemon:
             if self.once:
                 self.log.info("no backup due", next_run=format_time(decision.next_at))
                 self._once_started = True
+                return
+            self._maybe_start_drill()
             return
+        if self._drilling:
+            return  # a due backup waits for the running drill (checked again next tick)
         if not self.flight.try_enter():
             self._cycle_end()
             self.metrics.skip("busy")
@@ -438,7 +469,12 @@ class Daemon:
                     emit({"event": "progress", "stage": stage, "done": done, "total": total})
 
             pipeline = Pipeline(
-                s, w.store, cancel=self.cancel, on_stage=on_stage, progress=progress
+                s,
+                w.store,
+                cancel=self.cancel,
+                on_stage=on_stage,
+                progress=progress,
+                after_verify=self._plaintext_drill_hook(w),
             )
             outcome = pipeline.run(w.source)
             total = time.monotonic() - begun
@@ -471,6 +507,88 @@ class Daemon:
             return self._attempt(self.wiring, recheck=False, emit=emit).to_dict()
         finally:
             self.flight.leave()
+
+    # -- restore drills ---------------------------------------------------------------------
+
+    def _drill_mode(self, s: Settings) -> str | None:
+        """ "full" (an identity is configured), "plaintext", or None (drills are off)."""
+        if self.once or s.drill.interval <= 0:
+            return None
+        return "full" if s.drill.identity_file is not None else "plaintext"
+
+    def _drill_due(self) -> bool:
+        return time.monotonic() >= self._drill_due_at
+
+    def _maybe_start_drill(self) -> None:
+        """Start a due full drill of the newest backup on the single-flight worker."""
+        w = self.wiring
+        if self._drill_mode(w.settings) != "full" or not self._drill_due():
+            return
+        if self.state.newest is None or self.flags.stop:
+            return  # nothing to drill yet
+        if not self.flight.try_enter():
+            return  # a backup (or flush) is running: the drill waits for the next tick
+        self._drilling = True
+        self._worker = threading.Thread(
+            target=self._drill_job, args=(w,), name="drill", daemon=True
+        )
+        self._worker.start()
+
+    def _drill_job(self, w: Wiring) -> None:
+        try:
+            identity_file = w.settings.drill.identity_file
+            assert identity_file is not None
+            self.log.info("restore drill started", kind="full", backup="latest")
+            try:
+                identity, _ = read_identity({"identity_file": str(identity_file)})
+                report = drill(w.settings, w.store, "latest", identity)
+            except Exception as exc:  # drill() reports its own failures; this is the rest
+                report = DrillReport(backup_id="latest", kind="full", error=f"drill failed: {exc}")
+            self._record_drill(w, report)
+        finally:
+            self._drilling = False
+            self.flight.leave()
+
+    def _plaintext_drill_hook(self, w: Wiring) -> AfterVerifyHook | None:
+        """The pipeline hook that drills the verified raw snapshot when a drill is due."""
+        if self._drill_mode(w.settings) != "plaintext":
+            return None
+
+        def hook(raw: Path, manifest: Manifest) -> None:
+            if not self._drill_due():
+                return
+            self.log.info("restore drill started", kind="plaintext", backup=manifest.id)
+            report = drill_plaintext(raw, manifest, w.settings, kind="plaintext")
+            self._record_drill(w, report)
+
+        return hook
+
+    def _record_drill(self, w: Wiring, report: DrillReport) -> None:
+        self._drill_due_at = time.monotonic() + w.settings.drill.interval
+        self.metrics.record_drill(report.result, report.kind)
+        self.last_drill = LastDrill(
+            result=report.result,
+            kind=report.kind,
+            at=format_time(self.clock()),
+            backup_id=report.backup_id,
+            error=report.error,
+            seconds=report.seconds,
+        )
+        fields: dict[str, Any] = {
+            "result": report.result,
+            "kind": report.kind,
+            "backup": report.backup_id,
+            "seconds": report.seconds,
+        }
+        if report.result == FAILURE:
+            self.log.error("restore drill finished", error=report.error, **fields)
+        else:
+            self.log.info("restore drill finished", checks=report.checks, **fields)
+
+    def _on_socket_drill(self, result: str, kind: str) -> None:
+        """A drill requested through the socket: count it and show it in the status."""
+        self.metrics.record_drill(result, kind)
+        self.last_drill = LastDrill(result=result, kind=kind, at=format_time(self.clock()))
 
     # -- pending uploads (keep_unuploaded) -------------------------------------------------
 
@@ -618,7 +736,7 @@ class Daemon:
             self.settings,
             backup=self.backup_now,
             status=self.status_dict,
-            on_drill=self.metrics.record_drill,
+            on_drill=self._on_socket_drill,
         )
         self._control = ControlServer(self.settings.control, ops)
         self._control.start()
@@ -665,6 +783,12 @@ class Daemon:
             text += f"; next: {format_time(self._next_run)}"
         return text
 
+    def _drill_next_due(self, w: Wiring) -> str | None:
+        if self._drill_mode(w.settings) is None:
+            return None
+        wait = max(0.0, self._drill_due_at - time.monotonic())
+        return format_time(self.clock() + timedelta(seconds=wait))
+
     def status_dict(self) -> dict[str, Any]:
         """What the socket's status request reports."""
         w = self.wiring
@@ -687,6 +811,11 @@ class Daemon:
             "coordination": {"mode": w.settings.coordination.mode, "holder": holder},
             "leader": self._leader,
             "store": {"describe": w.store.describe(), "up": bool(store_up)},
+            "drill": {
+                **self.last_drill.as_dict(),
+                "mode": self._drill_mode(w.settings),
+                "next_due": self._drill_next_due(w),
+            },
             "spool": {
                 "bytes": used,
                 "pending_uploads": pending,

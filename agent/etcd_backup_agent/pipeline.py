@@ -42,6 +42,8 @@ from .store.base import Store
 
 StageHook = Callable[[str, float, dict[str, Any]], None]
 ProgressHook = Callable[[str, int, int], None]
+# Called with the raw (verified) snapshot and its manifest before the raw file is removed.
+AfterVerifyHook = Callable[[Path, Manifest], None]
 PENDING_DIR = "pending"
 
 
@@ -154,8 +156,10 @@ class Pipeline:
         cancel: threading.Event | None = None,
         on_stage: StageHook = _noop_stage,
         progress: ProgressHook | None = None,
+        after_verify: AfterVerifyHook | None = None,
     ) -> None:
         self.settings = settings
+        self.after_verify = after_verify
         self.store = store
         self.cancel = cancel or threading.Event()
         self.on_stage = on_stage
@@ -274,6 +278,8 @@ class Pipeline:
             manifest = self._manifest(
                 created, report, raw, sha256, status=status, source="snapshot"
             )
+            self._after_verify(raw, manifest)
+            self._check_cancel()
             sealed = self._seal(raw, manifest)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -316,6 +322,15 @@ class Pipeline:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 raw.unlink()
+
+    def _after_verify(self, raw: Path, manifest: Manifest) -> None:
+        """Run the ``after_verify`` hook; its failure never fails the backup."""
+        if self.after_verify is None:
+            return
+        try:
+            self.after_verify(raw, manifest)
+        except Exception as exc:
+            self.log.error("after-verify hook failed", error=str(exc), id=manifest.id)
 
     def _manifest(
         self,

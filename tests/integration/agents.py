@@ -37,9 +37,12 @@ def write_config(
     schedule_extra: str = "",
     spool_extra: str = "",
     level: int = 1,
+    control_socket: Path | None = None,
+    shutdown_grace: str = "1s",
 ) -> Path:
     """Write a complete agent config (local store, loopback only)."""
     eps = ", ".join(json.dumps(e) for e in endpoints)
+    sock = control_socket or path.parent / (node + ".sock")
     path.write_text(
         f"""
 [cluster]
@@ -77,10 +80,10 @@ lock_ttl = "3s"
 listen = "{LOOPBACK}:{metrics_port}"
 
 [control]
-socket = "{path.parent / (node + ".sock")}"
+socket = "{sock}"
 
 [daemon]
-shutdown_grace = "1s"
+shutdown_grace = "{shutdown_grace}"
 {extra}
 """
     )

@@ -100,7 +100,7 @@ def test_control_adapter_wires_operations_and_stops(
     status = seen["status"]()
     assert status["cluster"] == "c" and status["coordination"]["mode"] == "etcd-lock"
     assert status["spool"]["pending_uploads"] == 0
-    seen["on_drill"]("success", "manual")
-    assert d.metrics.value("etcd_backup_drills_total", result="success", kind="manual") == 1
+    seen["on_drill"]("success", "full")
+    assert d.metrics.value("etcd_backup_drills_total", result="success", kind="full") == 1
     d._stop_control()
     assert seen["stopped"]
