@@ -8,6 +8,7 @@ docs/benchmarks.md. The database is generated in a temp dir and deleted afterwar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -87,7 +88,13 @@ def main() -> int:
         f"| `etcd-backup-agent backup` (snapshot, verify, seal, store) | "
         f"{agent.seconds:.1f} s | {agent.peak_rss_mb:.0f} MB |"
     )
-    print(f"\nagent stages: {json.dumps(manifest.get('duration_seconds'))} s total")
+    stages = {}
+    for line in agent.stderr.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("event") == "stage finished":
+                stages[event["stage"]] = event["seconds"]
+    print("\nagent stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     return 0
 
 
