@@ -68,6 +68,10 @@ def main() -> int:
                     "--config",
                     str(cfg),
                     "--json",
+                    "--log-level",
+                    "info",
+                    "--log-format",
+                    "json",
                 ],
                 env=agent_env(),
             )
