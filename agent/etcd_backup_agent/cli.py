@@ -18,12 +18,12 @@ from .errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
 
 COMMAND_MODULES = (
     "config_cmd",
-    "backup_cmd",
-    "list_cmd",
+    "keygen_cmd",
 )
 
 EPILOG = """examples:
   etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml
+  etcd-backup-agent keygen --out backup-key.txt   (off the node; put the public key in config)
   etcd-backup-agent backup --json
   etcd-backup-agent list
   etcd-backup-agent run            (the daemon, as started by systemd)
