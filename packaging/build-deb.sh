@@ -23,7 +23,7 @@ PKG=etcd-backup-agent
 PIP_FLAGS=(--disable-pip-version-check --no-input --quiet)
 
 die() { echo "build-deb: $*" >&2; exit 1; }
-for tool in dpkg-deb dpkg gzip sed find; do
+for tool in dpkg-deb dpkg gzip sed find objdump; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 [ -x "$PYTHON" ] || die "python interpreter $PYTHON not found (set PYTHON=...)"
@@ -61,7 +61,9 @@ find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
 "$VENV/bin/pip" check >/dev/null || die "pip check failed"
 "$VENV/bin/pip" freeze --all > "$WORK/requirements.lock"
 "$VENV/bin/python" -m pip uninstall "${PIP_FLAGS[@]}" -y pip setuptools wheel 2>/dev/null || true
-rm -f "$VENV"/bin/pip* "$VENV"/bin/activate* "$VENV"/bin/Activate.ps1
+rm -f "$VENV"/bin/pip* "$VENV"/bin/activate* "$VENV"/bin/Activate.ps1 "$VENV"/bin/jp.py
+# Shared objects need no execute bit (lintian: shared-library-is-executable).
+find "$VENV" -type f -name '*.so*' -exec chmod 0644 {} +
 find "$VENV" -name __pycache__ -prune -exec rm -rf {} +
 find "$VENV" -name direct_url.json -delete
 
@@ -102,7 +104,7 @@ Comment: $PREFIX holds third-party Python packages installed from the Python Pac
  Index; their licenses are in $PREFIX/lib/python$PYVER/site-packages/*.dist-info/.
 
 Files: *
-Copyright: etcd-backup-agent authors
+Copyright: 2026 etcd-backup-agent authors
 License: Apache-2.0
  On Debian systems, the full text of the Apache License, Version 2.0 can be found in
  /usr/share/common-licenses/Apache-2.0.
@@ -118,13 +120,17 @@ install -m 0755 "$ROOT/packaging/debian/postinst" "$ROOT/packaging/debian/prerm"
   "$ROOT/packaging/debian/postrm" "$STAGE/DEBIAN/"
 echo "/etc/etcd-backup-agent/config.toml" > "$STAGE/DEBIAN/conffiles"
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
+# The bundled native extensions need this glibc at least (newest GLIBC_x.y symbol version).
+LIBC_MIN=$(find "$VENV" -type f -name '*.so*' -print0 | xargs -0 -r objdump -T 2>/dev/null \
+  | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+[ -n "$LIBC_MIN" ] || die "cannot find the glibc version the native extensions need"
 cat > "$STAGE/DEBIAN/control" <<EOF
 Package: $PKG
 Version: $VERSION
 Architecture: $ARCH
 Maintainer: etcd-backup-agent maintainers <maintainers@example.org>
 Installed-Size: $SIZE
-Depends: python3 (>= $PYVER~), python3 (<< $PYNEXT~), python$PYVER
+Depends: python3 (>= $PYVER~), python3 (<< $PYNEXT~), python$PYVER, libc6 (>= $LIBC_MIN)
 Recommends: age, zstd
 Section: admin
 Priority: optional
