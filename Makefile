@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PKGS := age zstd prometheus
+APT_PKGS := age zstd prometheus lintian binutils python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv demo test lint typecheck pytest deb bench clean

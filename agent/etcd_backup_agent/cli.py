@@ -25,10 +25,12 @@ COMMAND_MODULES = (
     "run_cmd",
     "verify_cmd",
     "store_cmd",
+    "keygen_cmd",
 )
 
 EPILOG = """examples:
   etcd-backup-agent config check --config /etc/etcd-backup-agent/config.toml
+  etcd-backup-agent keygen --out backup-key.txt   (off the node; put the public key in config)
   etcd-backup-agent backup --json
   etcd-backup-agent list
   etcd-backup-agent prune --dry-run
