@@ -16,38 +16,21 @@ RULE_TESTS = ROOT / "packaging" / "prometheus" / "tests.yml"
 DASHBOARD = ROOT / "packaging" / "grafana" / "etcd-backup-agent.json"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 
-# Every metric the agent exports (plus Prometheus' own `up`). The integrator will compare this
-# list with the daemon's real exposition.
-KNOWN_METRICS = frozenset(
-    {
-        "etcd_backup_last_success_timestamp_seconds",
-        "etcd_backup_last_attempt_timestamp_seconds",
-        "etcd_backup_expected_interval_seconds",
-        "etcd_backup_runs_total",
-        "etcd_backup_duration_seconds",
-        "etcd_backup_duration_seconds_bucket",
-        "etcd_backup_duration_seconds_sum",
-        "etcd_backup_duration_seconds_count",
-        "etcd_backup_snapshot_size_bytes",
-        "etcd_backup_stored_size_bytes",
-        "etcd_backup_snapshot_revision",
-        "etcd_backup_snapshot_keys",
-        "etcd_backup_verification_failures_total",
-        "etcd_backup_retention_deleted_total",
-        "etcd_backup_retention_runs_total",
-        "etcd_backup_retention_last_success_timestamp_seconds",
-        "etcd_backup_stored_backups",
-        "etcd_backup_oldest_backup_timestamp_seconds",
-        "etcd_backup_store_up",
-        "etcd_backup_etcd_up",
-        "etcd_backup_is_leader",
-        "etcd_backup_skipped_runs_total",
-        "etcd_backup_build_info",
-        "etcd_backup_drill_last_success_timestamp_seconds",
-        "etcd_backup_drills_total",
-        "up",
-    }
-)
+
+def _exported_metrics() -> frozenset[str]:
+    """Every sample name the agent's real registry exposes (plus Prometheus' own `up`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from etcd_backup_agent.metrics import Metrics
+
+    text = Metrics("c", "0").exposition().decode()
+    names = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    names |= {fam.name for fam in text_string_to_metric_families(text)}
+    return frozenset(names | {"up"})
+
+
+# Taken from the exporter itself, so rules and dashboard cannot drift from the code.
+KNOWN_METRICS = _exported_metrics()
 
 ALERTS = (
     "EtcdBackupMissing",
