@@ -282,6 +282,18 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
     return args
 
 
+# The etcd-backup-agent command doing the same work without the daemon.
+OFFLINE_EQUIVALENT = {
+    "status": "list",
+    "list": "list",
+    "backup": "backup",
+    "verify": "verify --backup",
+    "prune": "prune",
+    "restore": "restore",
+    "drill": "drill",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -304,11 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reply = call(path, ns.op, args, on_event=progress)
     except Unreachable:
         cfg = f" --config {ns.config}" if ns.config else ""
+        offline = OFFLINE_EQUIVALENT.get(ns.op, ns.op)
         sys.stderr.write(
             f"error: the agent is not running (no socket at {path}).\n"
-            f"Without the daemon, use the offline commands, e.g. "
-            f"`etcd-backup-agent {'restore' if ns.op == 'restore' else ns.op}{cfg} ...` "
-            f"(see etcd-backup-agent --help).\n"
+            f"Without the daemon, run the same work offline: "
+            f"`etcd-backup-agent {offline}{cfg} ...` (see etcd-backup-agent {offline.split()[0]}"
+            f" --help); start the daemon with `systemctl start etcd-backup-agent`.\n"
         )
         return EXIT_FAILURE
     except (OSError, AgentError, ValueError) as exc:
