@@ -554,3 +554,34 @@ class WeedServer:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+def stock_restore_and_read(snapshot: Path, base: Path, name: str = "r") -> dict[bytes, bytes]:
+    """`etcdutl snapshot restore` (no --skip-hash-check), start etcd on it, read every key."""
+    peer = free_port()
+    restored = base / f"restored-{name}"
+    subprocess.run(
+        [
+            etcd_bin("etcdutl"),
+            "snapshot",
+            "restore",
+            str(snapshot),
+            "--data-dir",
+            str(restored),
+            "--name",
+            name,
+            "--initial-cluster",
+            f"{name}=http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = EtcdServer(
+        restored, name=name, peer_port=peer, initial_cluster=f"{name}=http://127.0.0.1:{peer}"
+    ).start()
+    try:
+        return read_all(server)
+    finally:
+        server.stop()

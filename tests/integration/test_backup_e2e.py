@@ -16,12 +16,11 @@ import pytest
 from tests.agent_helpers import agent_env, run_agent, write_config
 from tests.servers import (
     EtcdServer,
-    etcd_bin,
     etcdutl_status,
     free_port,
     make_tls,
     put_many,
-    read_all,
+    stock_restore_and_read,
 )
 
 pytestmark = pytest.mark.integration
@@ -86,34 +85,8 @@ def test_round_trip_with_stock_tools(
     status = etcdutl_status(snap)
     assert status["revision"] == manifest["revision"]
 
-    peer = free_port()
-    restored = tmp_path / "restored"
-    subprocess.run(
-        [
-            etcd_bin("etcdutl"),
-            "snapshot",
-            "restore",
-            str(snap),
-            "--data-dir",
-            str(restored),
-            "--name",
-            "r1",
-            "--initial-cluster",
-            f"r1=http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{peer}",
-        ],
-        check=True,
-        capture_output=True,
-    )
     etcd.stop()
-    server = EtcdServer(
-        restored, name="r1", peer_port=peer, initial_cluster=f"r1=http://127.0.0.1:{peer}"
-    ).start()
-    try:
-        assert read_all(server) == written
-    finally:
-        server.stop()
+    assert stock_restore_and_read(snap, tmp_path) == written
 
     listing = run_agent("list", "--config", cfg)
     assert listing.returncode == 0 and manifest["id"] in listing.stdout

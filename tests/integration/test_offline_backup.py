@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.agent_helpers import run_agent, write_config
-from tests.servers import EtcdServer, etcd_bin, free_port, put_many, read_all
+from tests.servers import (
+    EtcdServer,
+    put_many,
+    stock_restore_and_read,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,34 +41,8 @@ def test_data_dir_backup_round_trips(
     snap = tmp_path / "snap.db"
     obj = tmp_path / "store" / manifest["object"]
     subprocess.run(f"age -d -i {key} {obj} | zstd -d -q -o {snap}", shell=True, check=True)
-    peer = free_port()
-    restored = tmp_path / "restored"
     # no --skip-hash-check: the agent appended the sha256 trailer etcdctl would write
-    subprocess.run(
-        [
-            etcd_bin("etcdutl"),
-            "snapshot",
-            "restore",
-            str(snap),
-            "--data-dir",
-            str(restored),
-            "--name",
-            "r",
-            "--initial-cluster",
-            f"r=http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{peer}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    server = EtcdServer(
-        restored, name="r", peer_port=peer, initial_cluster=f"r=http://127.0.0.1:{peer}"
-    ).start()
-    try:
-        assert read_all(server) == written
-    finally:
-        server.stop()
+    assert stock_restore_and_read(snap, tmp_path) == written
 
 
 def test_data_dir_that_is_not_etcd(tmp_path: Path, age_identity: tuple[Path, str]) -> None:
