@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,14 @@ from botocore.exceptions import (
 from .. import __version__
 from .. import log as logging
 from ..config import S3Settings
-from ..errors import ObjectLocked, StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
+from ..errors import (
+    Cancelled,
+    ObjectLocked,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+)
 from ..manifest import OBJECT_SUFFIX
 from .base import Listing, PutResult, StoredObject
 
@@ -333,8 +341,18 @@ class S3Store:
         config.max_in_memory_upload_chunks = 1
         return config
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
-        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000."""
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        *,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000.
+
+        A set ``cancel`` stops the upload at its next read: s3transfer then aborts the
+        multipart upload, and ``Cancelled`` is raised."""
         full = self._full(key)
         try:
             size = src.stat().st_size
@@ -342,13 +360,19 @@ class S3Store:
             raise StoreError(f"{self.describe()}: cannot read {src}: {exc.strerror}") from None
         extra, retain_until, mode = self._extra_args(lock)
         config = self._transfer_config(size)
-        self._call(
-            "upload",
-            key,
-            lambda: self.client.upload_file(
-                str(src), self.bucket, full, ExtraArgs=extra, Config=config
-            ),
-        )
+
+        def check_cancel(_sent: int) -> None:
+            # s3transfer calls this as it reads each block of the file
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"upload of {full} to bucket {self.bucket} cancelled")
+
+        def upload() -> None:
+            check_cancel(0)
+            self.client.upload_file(
+                str(src), self.bucket, full, ExtraArgs=extra, Config=config, Callback=check_cancel
+            )
+
+        self._call("upload", key, upload)
         return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
 
     def put_fileobj(
@@ -476,7 +500,10 @@ class S3Store:
                 kwargs["KeyMarker"] = key_marker
             if upload_marker:
                 kwargs["UploadIdMarker"] = upload_marker
-            page = self._call("sweep", None, partial(self.client.list_multipart_uploads, **kwargs))
+            # one attempt (botocore still retries): a sweep is best-effort, never a wait
+            page = self._call(
+                "sweep", None, partial(self.client.list_multipart_uploads, **kwargs), retry=False
+            )
             for up in page.get("Uploads", []):
                 key, upload_id, started = up.get("Key", ""), up.get("UploadId"), up.get("Initiated")
                 if not key.endswith(OBJECT_SUFFIX) or not upload_id or started is None:
@@ -491,7 +518,7 @@ class S3Store:
                         Key=key,
                         UploadId=upload_id,
                     )
-                    self._call("sweep", rel, abort)
+                    self._call("sweep", rel, abort, retry=False)
                 except StoreNotFound:
                     continue  # already completed or aborted by someone else
                 aborted += 1
