@@ -37,9 +37,13 @@ def write_config(
     schedule_extra: str = "",
     spool_extra: str = "",
     level: int = 1,
+    store_toml: str | None = None,
 ) -> Path:
-    """Write a complete agent config (local store, loopback only)."""
+    """Write a complete agent config (local store unless ``store_toml``; loopback only)."""
     eps = ", ".join(json.dumps(e) for e in endpoints)
+    if store_toml is None:
+        store_toml = f'[store]\ntype = "local"\npath = "{store}"'
+
     path.write_text(
         f"""
 [cluster]
@@ -56,9 +60,7 @@ recipients = ["{recipient}"]
 [compression]
 level = {level}
 
-[store]
-type = "local"
-path = "{store}"
+{store_toml}
 
 [spool]
 dir = "{spool}"
