@@ -197,9 +197,10 @@ def test_list_orphans_reports_an_object_without_manifest_and_keeps_it(
     creds_file: Path,
 ) -> None:
     cfg = s3_config(tmp_path, etcd, age_identity[1], weed, bucket, creds_file)
-    r = run_agent("backup", "--config", cfg, "--json")
+    r = run_agent("backup", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
-    good = json.loads(r.stdout)["id"]
+    good = r.stdout.split()[1].rstrip(":")
+    assert f"object: s3://{bucket}/{PREFIX}/{CLUSTER}/{good}.db.zst.age" in r.stdout
     orphan = f"{PREFIX}/{CLUSTER}/20200101T000000Z-r7-node1.db.zst.age"
     weed.client().put_object(Bucket=bucket, Key=orphan, Body=b"leftover of a failed run")
 
@@ -386,5 +387,8 @@ def test_missing_bucket_says_so(
     r = run_agent("backup", "--config", cfg)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "bucket t-no-such-bucket does not exist" in r.stderr
+    # not created behind the operator's back (SeaweedFS creates buckets on PutObject)
+    names = [b["Name"] for b in weed.client().list_buckets()["Buckets"]]
+    assert "t-no-such-bucket" not in names
     no_secret(weed, r.stdout, r.stderr)
     assert spool_files(tmp_path) == []

@@ -194,6 +194,7 @@ class S3Store:
         self.root = f"{settings.prefix.strip('/')}/" if settings.prefix.strip("/") else ""
         self.client: S3Client = client if client is not None else build_client(settings)
         self._sleep = sleep
+        self._bucket_checked = False
 
     # -- naming -------------------------------------------------------------------------
 
@@ -358,6 +359,7 @@ class S3Store:
             size = src.stat().st_size
         except OSError as exc:
             raise StoreError(f"{self.describe()}: cannot read {src}: {exc.strerror}") from None
+        self._check_bucket("upload", key)
         extra, retain_until, mode = self._extra_args(lock)
         config = self._transfer_config(size)
 
@@ -375,12 +377,25 @@ class S3Store:
         self._call("upload", key, upload)
         return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
 
+    def _check_bucket(self, op: str, key: str) -> None:
+        """HEAD the bucket once per store: some services (SeaweedFS) create a missing bucket
+        on the first PutObject, which would hide a misspelt bucket name (and its lock
+        settings) from the operator."""
+        if self._bucket_checked:
+            return
+        try:
+            self._call(op, key, lambda: self.client.head_bucket(Bucket=self.bucket))
+        except StoreNotFound:
+            raise StoreNotFound(f"{op}: bucket {self.bucket} does not exist") from None
+        self._bucket_checked = True
+
     def put_fileobj(
         self, key: str, fileobj: BinaryIO, size: int | None = None, *, lock: bool = False
     ) -> PutResult:
         """Upload a stream. Seekable streams are retried from their start position; for
         non-seekable ones pass ``size`` when known so the part size can be chosen."""
         full = self._full(key)
+        self._check_bucket("upload", key)
         extra, retain_until, mode = self._extra_args(lock)
         config = self._transfer_config(size)
         seekable = fileobj.seekable()
@@ -405,6 +420,7 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:
         """Write a small object with one PutObject."""
         full = self._full(key)
+        self._check_bucket("put", key)
         extra, retain_until, mode = self._extra_args(lock)
         self._call(
             "put",
