@@ -63,7 +63,9 @@ class MemoryStore:
     def describe(self) -> str:
         return "memory:"
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
+    def put_file(
+        self, key: str, src: Path, *, lock: bool = False, cancel: object = None
+    ) -> PutResult:
         return self.put_bytes(key, src.read_bytes(), lock=lock)
 
     def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:

@@ -474,7 +474,9 @@ class WeedServer:
             "-s3.port.lance=0",
             f"-s3.config={config}",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=50",
+            # each bucket is a collection that grows 7 volumes at once: 50 slots ran out
+            # after 7 buckets ("No writable volumes and no free volumes left")
+            "-volume.max=400",
             f"-filer.localSocket={self.base / 'filer.sock'}",
             f"-s3.localSocket={self.base / 's3.sock'}",
         ]

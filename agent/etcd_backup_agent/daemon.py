@@ -32,7 +32,7 @@ from .etcd_source import EtcdSource
 from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
 from .operations import Operations, read_identity
-from .pipeline import AfterVerifyHook, Pipeline, SealedBackup, Spool
+from .pipeline import AfterVerifyHook, Pipeline, SealedBackup, Spool, sweep_stale_uploads
 from .retention import prune
 from .sdnotify import Notifier
 from .store import Store, open_store
@@ -697,18 +697,7 @@ class Daemon:
             self.metrics.set_spool(spool.used_bytes(), len(spool.waiting()))
 
     def _sweep_multipart(self, w: Wiring) -> None:
-        sweep = getattr(w.store, "sweep_multipart", None)
-        if sweep is None:
-            return
-        s3 = w.settings.store.s3
-        older = s3.multipart_abort_after if s3 is not None else 86400.0
-        try:
-            aborted = int(sweep(older_than_seconds=older))
-        except Exception as exc:
-            self.log.warning("cannot sweep stale multipart uploads", error=str(exc))
-            return
-        if aborted:
-            self.log.info("aborted stale multipart uploads", count=aborted)
+        sweep_stale_uploads(w.store, w.settings, self.log)
 
     # -- retention and control -------------------------------------------------------------
 

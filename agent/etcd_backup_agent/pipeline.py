@@ -167,6 +167,7 @@ class Pipeline:
         self.spool = Spool(settings.spool.dir)
         self.log = logsetup.get("pipeline")
         self.stages: dict[str, float] = {}
+        self._swept = False
 
     def _stage_done(self, name: str, started: float, **info: Any) -> None:
         seconds = time.monotonic() - started
@@ -373,21 +374,34 @@ class Pipeline:
             agent_version=__version__,
         )
 
+    def sweep_stale_uploads(self) -> int:
+        """Abort stale incomplete multipart uploads (S3) once per pipeline; best-effort."""
+        if self._swept:
+            return 0
+        self._swept = True
+        return sweep_stale_uploads(self.store, self.settings, self.log)
+
     def upload(self, sealed: SealedBackup) -> Manifest:
         """Store the object, then the manifest (last); remove the spool copy on success."""
         started = time.monotonic()
         self._check_cancel()
+        self.sweep_stale_uploads()
         m = sealed.manifest
         locked = self.settings.store.s3 is not None and bool(
             self.settings.store.s3.object_lock_mode
         )
-        put = self.store.put_file(m.object, sealed.object_path, lock=locked)
+        put = self.store.put_file(m.object, sealed.object_path, lock=locked, cancel=self.cancel)
         if put.size != m.object_size:
             self.store.delete(m.object)
             raise StoreError(
                 f"{self.store.describe()}: stored object {m.object} has {put.size} bytes, "
                 f"expected {m.object_size}"
             )
+        if self.cancel.is_set():
+            # stored but no manifest yet: remove the object rather than leave an orphan
+            with contextlib.suppress(Exception):
+                self.store.delete(m.object)
+            raise Cancelled("backup cancelled by shutdown")
         duration = self.stages.get("prepare_total", 0.0) + (time.monotonic() - started)
         final = replace(
             m,
@@ -395,7 +409,6 @@ class Pipeline:
             retain_until=format_time(put.retain_until) if put.retain_until else None,
             duration_seconds=round(duration, 3),
         )
-        self._check_cancel()
         self.store.put_bytes(manifest_key(m.cluster, m.id), final.to_json().encode(), lock=locked)
         self.spool.discard(sealed)
         self._stage_done(
@@ -414,6 +427,26 @@ class Pipeline:
                 self.spool.discard(sealed)
             raise
         return BackupOutcome(manifest=manifest, stages=dict(self.stages))
+
+
+def sweep_stale_uploads(store: Store, settings: Settings, log: Any) -> int:
+    """Abort incomplete multipart uploads older than ``[store.s3] multipart_abort_after``.
+
+    Only stores with ``sweep_multipart`` (S3) have any. Best-effort: a failure is logged
+    and 0 returned; it never fails a backup (the next sweep tries again)."""
+    sweep = getattr(store, "sweep_multipart", None)
+    if sweep is None:
+        return 0
+    s3 = settings.store.s3
+    older = s3.multipart_abort_after if s3 is not None else 86400.0
+    try:
+        aborted = int(sweep(older_than_seconds=older))
+    except Exception as exc:
+        log.warning("cannot sweep stale multipart uploads", error=str(exc))
+        return 0
+    if aborted:
+        log.info("aborted stale multipart uploads", count=aborted)
+    return aborted
 
 
 def _refuse_if_locked(f: Any, db: Path) -> None:

@@ -39,10 +39,14 @@ def write_config(
     level: int = 1,
     control_socket: Path | None = None,
     shutdown_grace: str = "1s",
+    store_toml: str | None = None,
 ) -> Path:
-    """Write a complete agent config (local store, loopback only)."""
+    """Write a complete agent config (local store unless ``store_toml``; loopback only)."""
     eps = ", ".join(json.dumps(e) for e in endpoints)
     sock = control_socket or path.parent / (node + ".sock")
+    if store_toml is None:
+        store_toml = f'[store]\ntype = "local"\npath = "{store}"'
+
     path.write_text(
         f"""
 [cluster]
@@ -59,9 +63,7 @@ recipients = ["{recipient}"]
 [compression]
 level = {level}
 
-[store]
-type = "local"
-path = "{store}"
+{store_toml}
 
 [spool]
 dir = "{spool}"

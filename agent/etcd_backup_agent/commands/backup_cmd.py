@@ -75,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
             f"{manifest.db_size} bytes -> {manifest.object_size} bytes sealed "
             f"in {format_duration(manifest.duration_seconds)}"
         )
-        print(f"object: {store.describe()}/{manifest.object}")
+        print(f"object: {store.describe().rstrip('/')}/{manifest.object}")
     return EXIT_OK

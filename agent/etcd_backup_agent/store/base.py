@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,8 +40,18 @@ class Store(Protocol):
         """A human name for errors and logs, e.g. 'local:/var/backups' or 's3://bucket/prefix'."""
         ...
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
-        """Upload the file ``src`` as ``key`` atomically (never a half object under ``key``)."""
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        *,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        """Upload the file ``src`` as ``key`` atomically (never a half object under ``key``).
+
+        When ``cancel`` is set during the upload, the upload stops, nothing is left under
+        ``key``, and ``Cancelled`` is raised."""
         ...
 
     def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
+from ..errors import Cancelled, StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
 from .base import Listing, PutResult, StoredObject
 
 _TMP_PREFIX = ".tmp-"
@@ -74,10 +74,20 @@ class LocalStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        *,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
         def write(out: BinaryIO) -> None:
             with src.open("rb") as f:
-                shutil.copyfileobj(f, out, 1024 * 1024)
+                while block := f.read(1024 * 1024):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"upload of {key} cancelled by shutdown")
+                    out.write(block)
 
         return self._write_atomic(key, write)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,14 @@ from botocore.exceptions import (
 from .. import __version__
 from .. import log as logging
 from ..config import S3Settings
-from ..errors import ObjectLocked, StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
+from ..errors import (
+    Cancelled,
+    ObjectLocked,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+)
 from ..manifest import OBJECT_SUFFIX
 from .base import Listing, PutResult, StoredObject
 
@@ -186,6 +194,7 @@ class S3Store:
         self.root = f"{settings.prefix.strip('/')}/" if settings.prefix.strip("/") else ""
         self.client: S3Client = client if client is not None else build_client(settings)
         self._sleep = sleep
+        self._bucket_checked = False
 
     # -- naming -------------------------------------------------------------------------
 
@@ -333,23 +342,52 @@ class S3Store:
         config.max_in_memory_upload_chunks = 1
         return config
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
-        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000."""
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        *,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> PutResult:
+        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000.
+
+        A set ``cancel`` stops the upload at its next read: s3transfer then aborts the
+        multipart upload, and ``Cancelled`` is raised."""
         full = self._full(key)
         try:
             size = src.stat().st_size
         except OSError as exc:
             raise StoreError(f"{self.describe()}: cannot read {src}: {exc.strerror}") from None
+        self._check_bucket("upload", key)
         extra, retain_until, mode = self._extra_args(lock)
         config = self._transfer_config(size)
-        self._call(
-            "upload",
-            key,
-            lambda: self.client.upload_file(
-                str(src), self.bucket, full, ExtraArgs=extra, Config=config
-            ),
-        )
+
+        def check_cancel(_sent: int) -> None:
+            # s3transfer calls this as it reads each block of the file
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"upload of {full} to bucket {self.bucket} cancelled")
+
+        def upload() -> None:
+            check_cancel(0)
+            self.client.upload_file(
+                str(src), self.bucket, full, ExtraArgs=extra, Config=config, Callback=check_cancel
+            )
+
+        self._call("upload", key, upload)
         return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
+
+    def _check_bucket(self, op: str, key: str) -> None:
+        """HEAD the bucket once per store: some services (SeaweedFS) create a missing bucket
+        on the first PutObject, which would hide a misspelt bucket name (and its lock
+        settings) from the operator."""
+        if self._bucket_checked:
+            return
+        try:
+            self._call(op, key, lambda: self.client.head_bucket(Bucket=self.bucket))
+        except StoreNotFound:
+            raise StoreNotFound(f"{op}: bucket {self.bucket} does not exist") from None
+        self._bucket_checked = True
 
     def put_fileobj(
         self, key: str, fileobj: BinaryIO, size: int | None = None, *, lock: bool = False
@@ -357,6 +395,7 @@ class S3Store:
         """Upload a stream. Seekable streams are retried from their start position; for
         non-seekable ones pass ``size`` when known so the part size can be chosen."""
         full = self._full(key)
+        self._check_bucket("upload", key)
         extra, retain_until, mode = self._extra_args(lock)
         config = self._transfer_config(size)
         seekable = fileobj.seekable()
@@ -381,6 +420,7 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:
         """Write a small object with one PutObject."""
         full = self._full(key)
+        self._check_bucket("put", key)
         extra, retain_until, mode = self._extra_args(lock)
         self._call(
             "put",
@@ -476,7 +516,10 @@ class S3Store:
                 kwargs["KeyMarker"] = key_marker
             if upload_marker:
                 kwargs["UploadIdMarker"] = upload_marker
-            page = self._call("sweep", None, partial(self.client.list_multipart_uploads, **kwargs))
+            # one attempt (botocore still retries): a sweep is best-effort, never a wait
+            page = self._call(
+                "sweep", None, partial(self.client.list_multipart_uploads, **kwargs), retry=False
+            )
             for up in page.get("Uploads", []):
                 key, upload_id, started = up.get("Key", ""), up.get("UploadId"), up.get("Initiated")
                 if not key.endswith(OBJECT_SUFFIX) or not upload_id or started is None:
@@ -491,7 +534,7 @@ class S3Store:
                         Key=key,
                         UploadId=upload_id,
                     )
-                    self._call("sweep", rel, abort)
+                    self._call("sweep", rel, abort, retry=False)
                 except StoreNotFound:
                     continue  # already completed or aborted by someone else
                 aborted += 1
