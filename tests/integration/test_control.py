@@ -138,7 +138,7 @@ def test_daemon_not_running_message(tmp_path: Path, capsys: pytest.CaptureFixtur
     sock = tmp_path / "none.sock"
     assert client.main(["status", "--socket", str(sock)]) == 1
     err = capsys.readouterr().err
-    assert str(sock) in err and "etcd-backup-agent status" in err
+    assert str(sock) in err and "`etcd-backup-agent list" in err
     assert client.main(["restore"]) == 2
 
 

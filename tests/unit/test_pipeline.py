@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,10 @@ def test_snapshot_failing_native_verification_is_never_stored(tmp_path: Path) ->
 class _ShortStore(LocalStore):
     """A store that reports a different size than it was given (a broken upload)."""
 
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
-        result = super().put_file(key, src, lock=lock)
+    def put_file(
+        self, key: str, src: Path, *, lock: bool = False, cancel: threading.Event | None = None
+    ) -> PutResult:
+        result = super().put_file(key, src, lock=lock, cancel=cancel)
         return PutResult(key=key, size=result.size - 1)
 
 
@@ -165,7 +168,9 @@ def test_size_mismatch_after_upload_leaves_no_backup(tmp_path: Path) -> None:
 
 
 class _DownStore(LocalStore):
-    def put_file(self, key: str, src: Path, *, lock: bool = False) -> PutResult:
+    def put_file(
+        self, key: str, src: Path, *, lock: bool = False, cancel: threading.Event | None = None
+    ) -> PutResult:
         raise StoreError("store down")
 
 
