@@ -29,6 +29,7 @@ from .binaries import candidates
 from .catalog import find_backup, list_backups
 from .config import Settings
 from .errors import CryptoError, RestoreError, StoreError, UsageError, VerificationError
+from .fsutil import fsync_dir
 from .manifest import Manifest
 from .seal import unseal_stream
 from .snapshot import verify as snapverify
@@ -351,18 +352,9 @@ def run_etcdutl(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, emit: Emit) 
             os.rename(staged, target)
         except OSError as exc:
             raise RestoreError(f"cannot move the restored data into {target}: {exc}") from None
-        _fsync_dir(parent)
+        fsync_dir(parent)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- the report -----------------------------------------------------------------------

@@ -84,8 +84,19 @@ def print_result(op: str, result: Any, as_json: bool) -> None:
         show(op, result)
 
 
-def run_restore(args: argparse.Namespace) -> int:
+def run_offline(args: argparse.Namespace, op: str, request: dict[str, Any]) -> Any:
+    """Run ``op`` in this process (no daemon), with progress on stderr; print its result."""
     settings = load_settings(args)
+    progress = Progress(sys.stderr, quiet=args.json)
+    try:
+        result = Operations(settings).dispatch(op, request, progress)
+    finally:
+        progress.clear()
+    print_result(op, result, args.json)
+    return result
+
+
+def run_restore(args: argparse.Namespace) -> int:
     req: dict[str, Any] = {
         "backup": args.backup,
         "data_dir": str(args.data_dir.absolute()),
@@ -103,21 +114,12 @@ def run_restore(args: argparse.Namespace) -> int:
         req["layout"] = args.layout
     if args.bump_revision is not None:
         req["bump_revision"] = args.bump_revision
-    progress = Progress(sys.stderr, quiet=args.json)
-    result = Operations(settings).restore(req, progress)
-    progress.clear()
-    print_result("restore", result, args.json)
+    run_offline(args, "restore", req)
     return EXIT_OK
 
 
 def run_drill(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    progress = Progress(sys.stderr, quiet=args.json)
-    result = Operations(settings).drill(
-        {"backup": args.backup} | identity_args(args.identity), progress
-    )
-    progress.clear()
-    print_result("drill", result, args.json)
+    result = run_offline(args, "drill", {"backup": args.backup} | identity_args(args.identity))
     if result.get("result") != "success":
         sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
         return EXIT_FAILURE

@@ -6,13 +6,10 @@ import argparse
 import json
 import sys
 
-from ..control.client import Progress
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..operations import Operations
 from ..snapshot.status import SnapshotStatus
 from ..snapshot.verify import verify_snapshot
-from . import load_settings
-from .restore_cmd import identity_args, print_result
+from .restore_cmd import identity_args, run_offline
 
 EPILOG = """examples:
   etcd-backup-agent verify snapshot.db -w json          (a file; no config, no etcd binaries)
@@ -112,11 +109,5 @@ def run_verify(args: argparse.Namespace) -> int:
 def _verify_stored(args: argparse.Namespace) -> int:
     if not args.identity:
         raise UsageError("--backup needs --identity FILE (the age identity, or - for stdin)")
-    settings = load_settings(args)
-    progress = Progress(sys.stderr, quiet=args.json)
-    result = Operations(settings).verify(
-        {"backup": args.backup} | identity_args(args.identity), progress
-    )
-    progress.clear()
-    print_result("verify", result, args.json)
+    run_offline(args, "verify", {"backup": args.backup} | identity_args(args.identity))
     return EXIT_OK

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import Cancelled, StoreAccessDenied, StoreError, StoreNotFound, StoreUnavailable
+from ..fsutil import fsync_dir
 from .base import Listing, PutResult, StoredObject
 
 _TMP_PREFIX = ".tmp-"
@@ -58,7 +59,7 @@ class LocalStore:
                 os.fsync(out.fileno())
             os.replace(tmp_name, dest)
             tmp_name = ""
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return PutResult(key=key, size=dest.stat().st_size)
         except PermissionError:
             raise StoreAccessDenied(
@@ -165,12 +166,3 @@ class LocalStore:
 
     def close(self) -> None:
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
