@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from etcd_backup_agent.cli import main
 from etcd_backup_agent.snapshot.bolt import BoltFile
 from etcd_backup_agent.snapshot.check import decode_leaf
 from etcd_backup_agent.snapshot.verify import verify_snapshot
-from tests.servers import EtcdServer, _client, etcd_cluster, etcdutl_status
+from tests.servers import EtcdServer, _client, etcd_bin, etcd_cluster, etcdutl_status
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +137,21 @@ def test_parity_auth(auth_snapshot: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_parity_cluster(cluster_snapshot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _ours(cluster_snapshot, capsys) == etcdutl_status(cluster_snapshot)
+
+
+def test_json_is_byte_identical(
+    snapshots: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = snapshots["many"]
+    assert main(["verify", str(path), "-w", "json"]) == 0
+    ours = capsys.readouterr().out.strip()
+    theirs = subprocess.run(
+        [etcd_bin("etcdutl"), "snapshot", "status", str(path), "-w", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert ours == theirs
 
 
 def test_scenarios_exercise_what_they_claim(snapshots: dict[str, Path]) -> None:

@@ -60,7 +60,8 @@ def test_missing_trailer_needs_flag(tmp_path: Path, capsys: pytest.CaptureFixtur
     path = tmp_path / "raw.db"
     write(path, etcd_buckets(HISTORY), trailer=False)
     assert main(["verify", str(path)]) == 1
-    assert "no sha256 trailer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no sha256 trailer" in err and "--allow-no-trailer" in err
     assert main(["verify", str(path), "--allow-no-trailer"]) == 0
 
 

@@ -98,9 +98,15 @@ def run_verify(args: argparse.Namespace) -> int:
     if not report.sound or report.status is None:
         for problem in report.problems:
             sys.stderr.write(f"{problem}\n")
+        if any(p.startswith("no sha256 trailer") for p in report.problems):
+            sys.stderr.write(
+                "hint: `etcdctl snapshot save` files end with a sha256 trailer; a raw "
+                "member/snap/db copy does not: check it with --allow-no-trailer\n"
+            )
         return EXIT_FAILURE
     if args.write_out == "json":
-        print(json.dumps(report.status.to_json_dict()))
+        # compact, like etcdutl: byte-identical to `etcdutl snapshot status -w json`
+        print(json.dumps(report.status.to_json_dict(), separators=(",", ":")))
     else:
         print(format_table(report.status))
     return EXIT_OK
