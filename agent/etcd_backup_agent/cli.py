@@ -35,8 +35,15 @@ EPILOG = """examples:
   etcd-backup-agent list
   etcd-backup-agent prune --dry-run
   etcd-backup-agent verify snapshot.db -w json
+  etcd-backup-agent verify --backup latest --identity backup-key.txt
+  etcd-backup-agent restore latest --identity backup-key.txt --data-dir /var/lib/etcd-new ...
+  etcd-backup-agent drill latest --identity backup-key.txt
   etcd-backup-agent store check
   etcd-backup-agent run            (the daemon, as started by systemd)
+
+Every command takes --config FILE (default /etc/etcd-backup-agent/config.toml) and has
+--help with examples. Exit codes: 0 success, 1 failed, 2 bad config or usage.
+Docs: docs/ in the source tree; the daemon's client is etcd-backupctl.
 """
 
 

@@ -28,7 +28,7 @@ def register(
         "verify",
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="verify a snapshot file natively (exit 0 sound, 1 not sound)",
+        help="verify a snapshot file or a stored backup natively (exit 0 sound, 1 not)",
         description="Check the sha256 trailer and bolt integrity (like tx.Check) and print "
         "what `etcdutl snapshot status` prints: hash, revision, total keys, total size "
         "(and storage version under 3.6 rules). Needs no config file and no etcd binaries.",
