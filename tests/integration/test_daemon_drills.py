@@ -133,16 +133,28 @@ def test_plaintext_drills_run_after_verify_and_are_counted(
     assert samples[("etcd_backup_drill_last_success_timestamp_seconds", ())] > 0
     done = [e for e in agent.events() if e.get("event") == "restore drill finished"]
     assert done and all(e["kind"] == "plaintext" and e["result"] == "success" for e in done)
-    # each drilled a backup that was then stored
-    stored = {str(m["id"]) for m in manifests(tmp_path / "store")}
-    assert {str(e["backup"]) for e in done} <= stored
+    # each drilled a backup that was then stored (the drill runs before sealing, so the
+    # newest drilled backup may still be uploading: wait for its manifest)
+    drilled = {str(e["backup"]) for e in done}
+    wait_for(
+        lambda: drilled <= {str(m["id"]) for m in manifests(tmp_path / "store")},
+        30,
+        "every drilled backup to be stored",
+        agent,
+    )
 
     reply = ctl.call(sock, "status", {})
     assert reply["ok"], reply
     drill = reply["result"]["drill"]
     assert drill["mode"] == "plaintext"
     assert drill["kind"] == "plaintext" and drill["result"] == "success"
-    assert drill["at"] is not None and drill["backup_id"] in stored
+    assert drill["at"] is not None
+    wait_for(
+        lambda: drill["backup_id"] in {str(m["id"]) for m in manifests(tmp_path / "store")},
+        30,
+        "the backup of the last drill to be stored",
+        agent,
+    )
     # the raw snapshots were removed after the drills (only the pending dir may remain)
     assert not list((tmp_path / "spool").glob("snapshot-*"))
 
