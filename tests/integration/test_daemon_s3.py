@@ -21,13 +21,6 @@ BUCKET = "t-daemon-bucket"
 PREFIX = "backups"
 
 
-@pytest.fixture(autouse=True)
-def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
     """A SeaweedFS server for one test, with its bucket; stopped (or resumed) by pid."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,17 +139,6 @@ def test_object_lock_in_the_store_restores_the_manifest_and_is_counted() -> None
 # the command -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def only_present_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register only command modules present on this branch (others land with their owners)."""
-    present = tuple(
-        n
-        for n in cli.COMMAND_MODULES
-        if importlib.util.find_spec(f"etcd_backup_agent.commands.{n}") is not None
-    )
-    monkeypatch.setattr(cli, "COMMAND_MODULES", present)
-
-
 def write_config(path: Path, store_root: Path, retention: str) -> Path:
     recipient = pyrage.x25519.Identity.generate().to_public()
     path.write_text(
@@ -162,7 +150,6 @@ def write_config(path: Path, store_root: Path, retention: str) -> Path:
     return path
 
 
-@pytest.mark.usefixtures("only_present_commands")
 def test_prune_command_dry_run_json_then_for_real(
     tmp_path: Path,
     populated: tuple[Path, dict[str, Manifest]],
@@ -202,7 +189,6 @@ def test_prune_command_dry_run_json_then_for_real(
     assert manifest_key("c1", ms["2026-11-20"].id) not in files(root)
 
 
-@pytest.mark.usefixtures("only_present_commands")
 def test_prune_command_with_empty_policy_keeps_all(
     tmp_path: Path,
     populated: tuple[Path, dict[str, Manifest]],
@@ -216,7 +202,6 @@ def test_prune_command_with_empty_policy_keeps_all(
     assert files(root) == before
 
 
-@pytest.mark.usefixtures("only_present_commands")
 def test_prune_command_exits_1_on_store_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,7 +212,6 @@ def test_prune_command_exits_1_on_store_errors(
     assert "not a directory" in capsys.readouterr().err
 
 
-@pytest.mark.usefixtures("only_present_commands")
 def test_prune_command_exits_1_when_a_delete_fails(
     tmp_path: Path,
     populated: tuple[Path, dict[str, Manifest]],
@@ -253,7 +237,6 @@ def test_locked_error_type_is_a_store_error() -> None:
     assert issubclass(ObjectLocked, StoreError)
 
 
-@pytest.mark.usefixtures("only_present_commands")
 def test_prune_command_reports_store_object_locks_and_exits_0(
     tmp_path: Path,
     populated: tuple[Path, dict[str, Manifest]],

@@ -25,13 +25,6 @@ PREFIX = "backups"
 CLUSTER = "test"
 
 
-@pytest.fixture(autouse=True)
-def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
     """A SeaweedFS server for one test (the test stops, kills or restarts it by pid)."""

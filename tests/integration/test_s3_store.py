@@ -28,13 +28,6 @@ pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-
-
 def settings_for(weed: WeedServer, bucket: str, creds: Path, **kw: object) -> S3Settings:
     base = S3Settings(
         bucket=bucket,

@@ -13,20 +13,6 @@ from tests.servers import LOOPBACK, WeedServer, free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def _only_store_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # run the real CLI entry point with just the command modules this test needs
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("config_cmd", "store_cmd"))
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 def write_config(path: Path, store: str) -> Path:
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     path.write_text(
