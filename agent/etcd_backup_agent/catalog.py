@@ -41,10 +41,20 @@ def sort_key(m: Manifest) -> tuple[float, str]:
     return m.created.timestamp(), m.id
 
 
-def list_backups(store: Store, cluster: str) -> Catalog:
-    """List the backups of ``cluster``; keys outside its prefix are never looked at."""
+# Manifests are written once and never changed: a long-running reader may keep the parsed
+# ones, keyed by (store key, size), and read only the new ones on the next listing.
+ManifestCache = dict[tuple[str, int], Manifest]
+
+
+def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None) -> Catalog:
+    """List the backups of ``cluster``; keys outside its prefix are never looked at.
+
+    With ``cache``, manifests already read (same key and size) are not fetched again, and
+    entries for keys no longer listed are dropped from it.
+    """
     prefix = cluster_prefix(cluster)
     listing = store.list(prefix)
+    sizes = {o.key: o.size for o in listing.objects}
     manifests: dict[str, str] = {}
     objects: dict[str, str] = {}
     for o in listing.objects:
@@ -59,6 +69,10 @@ def list_backups(store: Store, cluster: str) -> Catalog:
     backups: list[Manifest] = []
     unreadable: list[str] = []
     for bid, key in sorted(manifests.items()):
+        cached = cache.get((key, sizes[key])) if cache is not None else None
+        if cached is not None:
+            backups.append(cached)
+            continue
         try:
             data = store.get_bytes(key)
         except StoreNotFound:
@@ -69,6 +83,11 @@ def list_backups(store: Store, cluster: str) -> Catalog:
             unreadable.append(f"{key}: {problem}")
         else:
             backups.append(manifest)
+            if cache is not None:
+                cache[(key, sizes[key])] = manifest
+    if cache is not None:
+        for gone in [k for k in cache if sizes.get(k[0]) != k[1]]:
+            del cache[gone]
     backups.sort(key=sort_key, reverse=True)
     orphans = tuple(key for bid, key in sorted(objects.items()) if bid not in manifests)
     return Catalog(

@@ -22,7 +22,7 @@ import schedule
 
 from . import __version__, scheduling
 from . import log as logsetup
-from .catalog import list_backups
+from .catalog import ManifestCache, list_backups
 from .config import Settings, load, split_listen
 from .control.server import ControlServer
 from .coordination import BackupSkipped, Coordinator
@@ -54,6 +54,7 @@ class Wiring:
     coordinator: Coordinator
     probe_coordinator: Coordinator
     policy: scheduling.Policy
+    manifests: ManifestCache = field(default_factory=dict)  # parsed manifests of the store
 
     @classmethod
     def build(cls, settings: Settings) -> Wiring:
@@ -143,6 +144,7 @@ class Daemon:
         self.exit_code = 0
         self.scheduler = schedule.Scheduler()
         self._state_lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._prober: threading.Thread | None = None
         self._retired: list[Wiring] = []
@@ -674,7 +676,8 @@ class Daemon:
     def _refresh_catalog(self, w: Wiring, seed_state: bool = False) -> datetime | None:
         """Read the store's manifests: seed metrics; return the newest that counts for us."""
         try:
-            catalog = list_backups(w.store, w.settings.cluster)
+            with self._catalog_lock:  # the probe thread and the worker share the cache
+                catalog = list_backups(w.store, w.settings.cluster, cache=w.manifests)
         except Exception as exc:
             self.metrics.set_up(store=False)
             self.log.warning("cannot list the store", error=str(exc))

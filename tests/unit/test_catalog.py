@@ -9,7 +9,7 @@ import pytest
 
 from etcd_backup_agent.catalog import Catalog, find_backup, list_backups
 from etcd_backup_agent.errors import BackupNotFound
-from etcd_backup_agent.manifest import manifest_key, object_key
+from etcd_backup_agent.manifest import Manifest, manifest_key, object_key
 from etcd_backup_agent.store.local import LocalStore
 from tests.fake_backups import MemoryStore, fake_manifest
 
@@ -125,3 +125,34 @@ def test_latest_without_a_verified_backup_is_not_found() -> None:
         find_backup(list_backups(store, "c1"), "latest")
     with pytest.raises(BackupNotFound):
         find_backup(Catalog(backups=()), "latest")
+
+
+def test_cache_reads_each_manifest_once_and_forgets_deleted_ones(tmp_path: Path) -> None:
+    """A long-running reader fetches only new manifests; deleted ones leave the cache."""
+    from etcd_backup_agent.catalog import ManifestCache
+
+    store = LocalStore(tmp_path)
+
+    def _put(m: Manifest) -> Manifest:
+        put(store, object_key("c1", m.id), b"sealed")
+        put(store, manifest_key("c1", m.id), m.to_json().encode())
+        return m
+
+    first = _put(fake_manifest("2026-01-01T00:00:00"))
+    reads: list[str] = []
+    real_get = store.get_bytes
+
+    def counting_get(key: str) -> bytes:
+        reads.append(key)
+        return real_get(key)
+
+    store.get_bytes = counting_get  # type: ignore[method-assign]
+    cache: ManifestCache = {}
+    assert [m.id for m in list_backups(store, "c1", cache).backups] == [first.id]
+    second = _put(fake_manifest("2026-01-02T00:00:00"))
+    catalog = list_backups(store, "c1", cache)
+    assert [m.id for m in catalog.backups] == [second.id, first.id]
+    assert reads == [manifest_key("c1", first.id), manifest_key("c1", second.id)]
+    store.delete(manifest_key("c1", first.id))
+    assert [m.id for m in list_backups(store, "c1", cache).backups] == [second.id]
+    assert [k for k, _size in cache] == [manifest_key("c1", second.id)]
