@@ -8,7 +8,6 @@ text sent by the client), used, and dropped; never logged or stored.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +18,9 @@ from typing import Any
 from . import __version__
 from . import log as logsetup
 from .config import Settings
-from .errors import AgentError, Busy, RestoreError, UsageError
+from .errors import Busy, RestoreError, UsageError
 from .restore import Emit, MemberSpec, check_backup, restore
+from .retention import prune, report_dict
 from .store import open_store
 from .store.base import Store
 
@@ -148,22 +148,10 @@ class Operations:
         with self._exclusive("verify"), self._opened_store() as store:
             return check_backup(self.settings, store, args["backup"], identity, emit).to_dict()
 
-    def prune(self, args: dict[str, Any], emit: Emit) -> Any:
-        try:
-            # written in parallel; imported lazily so the rest works without it
-            prune = importlib.import_module(f"{__package__}.retention").prune
-        except (ImportError, AttributeError):
-            raise AgentError("prune not available in this build") from None
+    def prune(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         with self._exclusive("prune"), self._opened_store() as store:
             report = prune(store, self.settings, datetime.now(UTC), bool(args.get("dry_run")))
-        to_dict = getattr(report, "to_dict", None)
-        if callable(to_dict):
-            return to_dict()
-        from dataclasses import asdict, is_dataclass
-
-        if is_dataclass(report) and not isinstance(report, type):
-            return asdict(report)
-        return report
+        return report_dict(report)
 
     def restore(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         from .swap import LAYOUTS, swap

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
 from .catalog import list_backups, sort_key
 from .config import RetentionSettings, Settings
@@ -226,3 +227,80 @@ def prune(store: Store, settings: Settings, now: datetime, dry_run: bool = False
         orphans=catalog.orphans,
         unreadable=catalog.unreadable,
     )
+
+
+# -- the report as data and as text (shared by `prune` and `etcd-backupctl prune`) ---------
+
+
+def _action(report: PruneReport, d: Decision) -> str:
+    """One of keep, locked, failed, delete, would-delete; they add up to the summary."""
+    result, bid = report.result, d.backup.id
+    if d.held_by_lock or bid in result.locked:
+        return "locked"
+    if d.keep:
+        return "keep"
+    if any(fid == bid for fid, _ in result.failed):
+        return "failed"
+    return "would-delete" if result.dry_run else "delete"
+
+
+def report_dict(report: PruneReport) -> dict[str, Any]:
+    """The report as JSON-able data (the `--json` output and the socket reply)."""
+    return {
+        "cluster": report.cluster,
+        "store": report.store,
+        "dry_run": report.result.dry_run,
+        "decisions": [
+            {
+                "id": d.backup.id,
+                "created_at": d.backup.created_at,
+                "verified": d.backup.verified,
+                "action": _action(report, d),
+                "reasons": list(d.reasons),
+            }
+            for d in report.decisions
+        ],
+        "deleted": report.result.deleted,
+        "locked": report.result.locked,
+        "failed": [{"id": bid, "reason": reason} for bid, reason in report.result.failed],
+        "orphans": list(report.orphans),
+        "unreadable": list(report.unreadable),
+        "summary": {
+            "backups": len(report.decisions),
+            "kept": report.kept,
+            "deleted": len(report.result.deleted),
+            "skipped_locked": report.skipped_locked,
+            "failed": len(report.result.failed),
+            "orphans": len(report.orphans),
+            "unreadable": len(report.unreadable),
+        },
+    }
+
+
+def format_report(data: dict[str, Any]) -> list[str]:
+    """Text lines of a report_dict(): one line per backup, leftovers, a summary."""
+    lines = []
+    failed = {f["id"]: f["reason"] for f in data["failed"]}
+    for d in data["decisions"]:
+        action = d["action"]
+        flag = "" if d["verified"] else " (unverified)"
+        if action == "keep":
+            why = ", ".join(d["reasons"])
+        elif action == "locked":
+            why = ", ".join(d["reasons"]) or "object lock: the store refused the delete"
+        else:
+            why = failed.get(d["id"], "no rule keeps it")
+        lines.append(f"{action.upper():<13} {d['id']}{flag}  {why}")
+    if not data["decisions"]:
+        lines.append(f"(no backups of cluster {data['cluster']!r} in {data['store']})")
+    lines += [f"orphan (no manifest, not deleted): {key}" for key in data["orphans"]]
+    lines += [f"unreadable manifest (not deleted): {line}" for line in data["unreadable"]]
+    s = data["summary"]
+    verb = "would delete" if data["dry_run"] else "deleted"
+    lines.append(
+        f"{s['backups']} backup(s): {s['kept']} kept, {verb} {s['deleted']}, "
+        f"{s['skipped_locked']} skipped (object lock), {s['failed']} failed; "
+        f"{s['orphans']} orphan(s), {s['unreadable']} unreadable"
+        + (" [dry run]" if data["dry_run"] else "")
+    )
+    return lines

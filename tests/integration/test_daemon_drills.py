@@ -265,10 +265,10 @@ def test_retention_keeps_the_newest_backups_and_prune_dry_run_through_the_socket
     reply = json.loads(capsys.readouterr().out)
     assert reply["ok"], reply
     result = reply["result"]
-    assert result["result"]["dry_run"] is True
-    assert result["result"]["deleted"] == [taken[-2]]
-    plan = {d["backup"]["id"]: d["keep"] for d in result["decisions"]}
-    assert plan == {taken[-1]: True, taken[-2]: False}
+    assert result["dry_run"] is True
+    assert result["deleted"] == [taken[-2]]
+    plan = {d["id"]: d["action"] for d in result["decisions"]}
+    assert plan == {taken[-1]: "keep", taken[-2]: "would-delete"}
     assert sorted(str(m["id"]) for m in manifests(store)) == sorted(taken[-2:])
     assert len(list((store / "test").glob("*.age"))) == 2
     samples = again.scrape()

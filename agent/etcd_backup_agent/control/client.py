@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from ..config import DEFAULT_CONFIG_PATH, ControlSettings, load
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
+from ..retention import format_report
 from . import protocol as proto
 
 EPILOG = """examples:
@@ -173,11 +174,65 @@ def show(op: str, result: Any) -> None:
         print("dry run: nothing was changed")
         _show_swap(result["swap"])
         return
+    if op == "prune" and isinstance(result, dict) and "decisions" in result:
+        for line in format_report(result):
+            print(line)
+        return
+    if op == "backup" and isinstance(result, dict) and "object_size" in result:
+        print(
+            f"stored {result['id']}: revision {result['revision']}, "
+            f"{result.get('total_keys')} keys, {result['db_size']} bytes -> "
+            f"{result['object_size']} bytes sealed in {result.get('duration_seconds')} s"
+        )
+        print(f"object: {result['object']}")
+        return
+    if op == "status" and isinstance(result, dict) and "last" in result:
+        _show_status(result)
+        return
     if isinstance(result, dict):
         for k, v in result.items():
             print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
     else:
         print(json.dumps(result, indent=2))
+
+
+def _show_status(st: dict[str, Any]) -> None:
+    """The daemon's status as an operator reads it at 3 a.m.: what happened, what is next."""
+    last = st.get("last") or {}
+    line = f"last backup:  {last.get('result', 'none')}"
+    if last.get("at"):
+        line += f" at {last['at']}"
+    if last.get("backup_id"):
+        line += f" ({last['backup_id']})"
+    if last.get("error"):
+        line += f": {last['error']}"
+    elif last.get("reason"):
+        line += f" ({last['reason']})"
+    print(f"agent:        {st.get('cluster')} / {st.get('node')}, version {st.get('version')}")
+    print(line)
+    print(f"newest in store: {st.get('newest_backup') or 'none'}")
+    running = "  (a backup is running)" if st.get("busy") else ""
+    print(f"next run:     {st.get('next_run') or '-'}{running}")
+    coord = st.get("coordination") or {}
+    print(
+        f"coordination: {coord.get('mode')}, lock holder {coord.get('holder') or '-'}, "
+        f"local member is leader: {st.get('leader')}"
+    )
+    store = st.get("store") or {}
+    print(f"store:        {store.get('describe')} ({'up' if store.get('up') else 'DOWN'})")
+    spool = st.get("spool") or {}
+    print(
+        f"spool:        {spool.get('bytes', 0)} bytes, {spool.get('pending_uploads', 0)} "
+        f"backup(s) waiting for upload"
+    )
+    drill = st.get("drill") or {}
+    if drill.get("at"):
+        text = f"{drill.get('result')} ({drill.get('kind')}) at {drill['at']}"
+        if drill.get("error"):
+            text += f": {drill['error']}"
+    else:
+        text = "none yet"
+    print(f"last drill:   {text}")
 
 
 def _show_swap(plan: dict[str, Any]) -> None:
