@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import Settings, load, split_listen
 from .control.server import ControlServer
 from .coordination import BackupSkipped, Coordinator
 from .drill import FAILURE, DrillReport, drill, drill_plaintext
-from .errors import AgentError, Cancelled, ConfigError, StoreError, VerificationError
+from .errors import AgentError, Busy, Cancelled, ConfigError, StoreError, VerificationError
 from .etcd_source import EtcdSource
 from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
@@ -510,6 +510,21 @@ class Daemon:
         finally:
             self.flight.leave()
 
+    @contextlib.contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """Run a socket request (verify, prune, restore, drill) on the single flight.
+
+        It never overlaps a backup or a scheduled drill; a busy flight is a Busy reply.
+        """
+        if self.flags.stop:
+            raise Busy(f"cannot {what} now: the agent is shutting down")
+        if not self.flight.try_enter():
+            raise Busy(f"cannot {what} now: a backup or drill is running (see status)")
+        try:
+            yield
+        finally:
+            self.flight.leave()
+
     # -- restore drills ---------------------------------------------------------------------
 
     def _drill_mode(self, s: Settings) -> str | None:
@@ -727,6 +742,7 @@ class Daemon:
         ops = Operations(
             self.settings,
             backup=self.backup_now,
+            exclusive=self.exclusive,
             status=self.status_dict,
             on_drill=self._on_socket_drill,
         )

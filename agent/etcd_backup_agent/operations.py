@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from .store.base import Store
 BackupFn = Callable[[Emit], dict[str, Any]]
 StatusFn = Callable[[], dict[str, Any]]
 OnDrill = Callable[[str, str], None]
+# The daemon's guard for heavy ops: a context manager that raises Busy when it cannot enter.
+Exclusive = Callable[[str], AbstractContextManager[None]]
 OPS = ("status", "list", "backup", "verify", "prune", "restore", "drill")
 
 
@@ -58,9 +60,11 @@ class Operations:
         status: StatusFn | None = None,
         on_drill: OnDrill | None = None,
         store: Store | None = None,
+        exclusive: Exclusive | None = None,
     ) -> None:
         self.settings = settings
         self._backup = backup
+        self._exclusive_hook = exclusive
         self._status = status
         self._on_drill = on_drill
         self._store = store
@@ -69,6 +73,11 @@ class Operations:
 
     @contextmanager
     def _exclusive(self, what: str) -> Iterator[None]:
+        """One heavy op at a time; inside the daemon, also never beside its own backups/drills."""
+        if self._exclusive_hook is not None:
+            with self._exclusive_hook(what):
+                yield
+            return
         if not self._heavy.acquire(blocking=False):
             raise Busy(f"cannot {what} now: another backup, restore, drill or prune is running")
         try:
@@ -125,9 +134,9 @@ class Operations:
         }
 
     def backup(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        if self._backup is not None:
+            return self._backup(emit)  # the daemon's backup_now keeps its own single flight
         with self._exclusive("back up"):
-            if self._backup is not None:
-                return self._backup(emit)
             from .etcd_source import EtcdSource
             from .pipeline import Pipeline
 

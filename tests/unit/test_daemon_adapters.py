@@ -79,8 +79,12 @@ def test_control_adapter_wires_operations_and_stops(
     seen: dict[str, Any] = {}
 
     class Operations:
-        def __init__(self, s: Settings, *, backup: Any, status: Any, on_drill: Any) -> None:
-            seen.update(settings=s, backup=backup, status=status, on_drill=on_drill)
+        def __init__(
+            self, s: Settings, *, backup: Any, exclusive: Any, status: Any, on_drill: Any
+        ) -> None:
+            seen.update(
+                settings=s, backup=backup, exclusive=exclusive, status=status, on_drill=on_drill
+            )
 
     class ControlServer:
         def __init__(self, control: Any, ops: Operations) -> None:
@@ -104,3 +108,22 @@ def test_control_adapter_wires_operations_and_stops(
     assert d.metrics.value("etcd_backup_drills_total", result="success", kind="full") == 1
     d._stop_control()
     assert seen["stopped"]
+
+
+def test_socket_ops_share_the_daemons_single_flight(
+    tmp_path: Path, age_identity: tuple[Path, str]
+) -> None:
+    """A socket prune/restore/drill/verify is refused (busy) while a backup or drill runs."""
+    from etcd_backup_agent.errors import Busy
+    from etcd_backup_agent.operations import Operations
+
+    d = Daemon(settings(tmp_path, age_identity[1]))
+    ops = Operations(d.settings, backup=d.backup_now, exclusive=d.exclusive)
+    assert d.flight.try_enter()  # a scheduled backup is running
+    try:
+        with pytest.raises(Busy, match="a backup or drill is running"):
+            ops.prune({"dry_run": True}, lambda _e: None)
+    finally:
+        d.flight.leave()
+    result = ops.prune({"dry_run": True}, lambda _e: None)  # free again: it runs
+    assert result["dry_run"] is True and not d.flight.busy
