@@ -90,6 +90,8 @@ def _parse_endpoint(url: str) -> _Target:
         url = "http://" + url
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal: gRPC wants it bracketed in host:port
     port = parts.port or 2379
     return _Target(url=url, host=host, port=port, secure=parts.scheme == "https")
 
