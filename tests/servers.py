@@ -73,6 +73,13 @@ def _is_free(port: int) -> bool:
     return True
 
 
+def log_tail(path: Path | None, chars: int = 2000) -> str:
+    """The end of a server's log file, for failure messages."""
+    if path is not None and path.exists():
+        return path.read_text(errors="replace")[-chars:]
+    return ""
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Stop ``proc`` by its pid: SIGTERM, then SIGKILL."""
     if proc.poll() is None:
@@ -290,9 +297,7 @@ class EtcdServer:
         raise RuntimeError(f"etcd not ready after {timeout}s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(errors="replace")[-2000:]
-        return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -535,9 +540,7 @@ class WeedServer:
         return path
 
     def log_tail(self) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(errors="replace")[-2000:]
-        return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         """Stop by pid; weed's graceful gRPC shutdown can hang, so SIGKILL follows after 3 s."""

@@ -187,36 +187,33 @@ class Operations:
         spec.check()
         if args.get("dry_run") and layout is None:
             raise UsageError("--dry-run prints the swap plan: give --layout too")
-        if layout is not None and (apply or args.get("dry_run")):
-            # planning validates the manifests/config before anything is restored
-            plan = swap(
+
+        def plan_swap(layout: str, dry_run: bool, wait: float = 30.0) -> dict[str, Any]:
+            return swap(
                 layout,
                 data_dir,
                 manifests_dir=self.settings.restore.manifests_dir,
                 etcd_config=self.settings.restore.etcd_config,
-                dry_run=True,
+                dry_run=dry_run,
                 name=name,
                 peer_urls=peers,
-            )
+                wait=wait,
+            ).to_dict()
+
+        if layout is not None and (apply or args.get("dry_run")):
+            # planning validates the manifests/config before anything is restored
+            plan = plan_swap(layout, dry_run=True)
             if args.get("dry_run"):
-                return {"dry_run": True, "swap": plan.to_dict()}
+                return {"dry_run": True, "swap": plan}
         with self._exclusive("restore"), self._opened_store() as store:
             report = restore(
                 self.settings, store, args["backup"], identity, spec, emit, identity_hint=hint
             )
             del identity
             if apply and layout is not None:
-                plan = swap(
-                    layout,
-                    data_dir,
-                    manifests_dir=self.settings.restore.manifests_dir,
-                    etcd_config=self.settings.restore.etcd_config,
-                    dry_run=False,
-                    name=name,
-                    peer_urls=peers,
-                    wait=float(args.get("swap_wait", 30.0)),
+                report.swap = plan_swap(
+                    layout, dry_run=False, wait=float(args.get("swap_wait", 30.0))
                 )
-                report.swap = plan.to_dict()
         return report.to_dict()
 
     def drill(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
