@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "verify_cmd",
     "store_cmd",
     "keygen_cmd",
+    "bundle_cmd",
 )
 
 EPILOG = """examples:
@@ -38,6 +39,7 @@ EPILOG = """examples:
   etcd-backup-agent verify --backup latest --identity backup-key.txt
   etcd-backup-agent restore latest --identity backup-key.txt --data-dir /var/lib/etcd-new ...
   etcd-backup-agent drill latest --identity backup-key.txt
+  etcd-backup-agent bundle extract latest --identity backup-key.txt --to /root/cp-files
   etcd-backup-agent store check
   etcd-backup-agent run            (the daemon, as started by systemd)
 

@@ -175,6 +175,19 @@ class DrillSettings:
 
 
 @dataclass(frozen=True)
+class BundleSettings:
+    """The control-plane bundle (docs/bundle.md); paths are absolute paths on the node."""
+
+    enabled: bool | None = None  # None: on when a known layout is detected
+    layout: str = "auto"
+    root: Path = Path("/")  # where the node's "/" is (tests point it at a temp tree)
+    data_dir: str = ""  # k3s/RKE2 data dir; "" = /var/lib/rancher/<layout>
+    paths: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     shutdown_grace: float = 60.0
 
@@ -204,6 +217,7 @@ class Settings:
     drill: DrillSettings = field(default_factory=DrillSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    bundle: BundleSettings = field(default_factory=BundleSettings)
 
 
 class _Section:
@@ -524,6 +538,8 @@ def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
     )
     log_s.finish()
 
+    bundle = _bundle(root.sub("bundle"))
+
     root.finish()
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -545,7 +561,32 @@ def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
         drill=drill,
         daemon=daemon,
         log=log,
+        bundle=bundle,
     )
+
+
+def _bundle(s: _Section) -> BundleSettings:
+    def check_bool(v: Any) -> bool | None:
+        return v if isinstance(v, bool) else None
+
+    enabled: bool | None = s._get("enabled", None, check_bool, "true or false")
+    layout = s.string("layout", "auto", ("auto", "kubeadm", "k3s", "rke2", "none"))
+    paths = s.str_list("paths", ())
+    data_dir = s.string("data_dir", "")
+    for p in (*paths, *([data_dir] if data_dir else [])):
+        if not p.startswith("/"):
+            s.problem("paths" if p in paths else "data_dir", f"expected absolute paths, got {p!r}")
+    settings = BundleSettings(
+        enabled=enabled,
+        layout=layout,
+        root=s.path_("root", Path("/")) or Path("/"),
+        data_dir=data_dir,
+        paths=paths,
+        exclude=s.str_list("exclude", ()),
+        max_bytes=s.size("max_bytes", BundleSettings.max_bytes),
+    )
+    s.finish()
+    return settings
 
 
 def _etcd(s: _Section) -> EtcdSettings:

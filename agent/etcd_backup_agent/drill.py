@@ -24,6 +24,7 @@ from typing import Any
 
 from . import log as logsetup
 from .binaries import find_binary
+from .bundle.check import verify_bundle
 from .config import EtcdSettings, Settings
 from .errors import AgentError, RestoreError
 from .etcd_source import EtcdSource
@@ -260,6 +261,9 @@ def drill(
                 checked.path, manifest, settings, emit=emit, kind="full", verify=False
             )
             report.checks.insert(0, "object sha256, snapshot sha256 and native verification ok")
+            bundle, files = verify_bundle(store, manifest, identity_text, emit)
+            if bundle == "ok":
+                report.checks.append(f"bundle sha256 and file list ok ({files} entries)")
     except AgentError as exc:
         logsetup.get("drill").error("drill FAILED", backup=manifest.id, kind="full", error=str(exc))
         report = DrillReport(backup_id=manifest.id, kind="full", error=str(exc))

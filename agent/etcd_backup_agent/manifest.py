@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from .bundle.record import BundleRecord
+
 FORMAT_VERSION = 1
 OBJECT_SUFFIX = ".db.zst.age"
 MANIFEST_SUFFIX = ".json"
@@ -105,6 +107,8 @@ class Manifest:
     agent_version: str = ""
     duration_seconds: float = 0.0
     format_version: int = FORMAT_VERSION
+    # the control-plane bundle sealed beside the snapshot (bundle/); None in older manifests
+    bundle: BundleRecord | None = None
 
     @property
     def created(self) -> datetime:
@@ -113,6 +117,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["encryption"]["recipients"] = list(self.encryption.recipients)
+        if self.bundle is None:
+            del d["bundle"]
         order = ["format_version", "id", "object", "created_at"]
         return {k: d[k] for k in order} | {k: v for k, v in d.items() if k not in order}
 
@@ -137,6 +143,8 @@ class Manifest:
             format=str(enc.get("format", "age")),
             recipients=tuple(str(r) for r in enc.get("recipients", ())),
         )
+        if kwargs.get("bundle") is not None:
+            kwargs["bundle"] = BundleRecord.from_dict(kwargs["bundle"])
         try:
             return cls(**kwargs)
         except TypeError as exc:

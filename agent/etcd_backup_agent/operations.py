@@ -29,7 +29,17 @@ StatusFn = Callable[[], dict[str, Any]]
 OnDrill = Callable[[str, str], None]
 # The daemon's guard for heavy ops: a context manager that raises Busy when it cannot enter.
 Exclusive = Callable[[str], AbstractContextManager[None]]
-OPS = ("status", "list", "backup", "verify", "prune", "restore", "drill")
+OPS = (
+    "status",
+    "list",
+    "backup",
+    "verify",
+    "prune",
+    "restore",
+    "drill",
+    "bundle_list",
+    "bundle_extract",
+)
 
 
 def read_identity(args: dict[str, Any]) -> tuple[str, str]:
@@ -235,3 +245,19 @@ class Operations:
                 on_drill=self._on_drill,
             )
         return report.to_dict()
+
+    # -- the control-plane bundle (bundle/) ---------------------------------------------
+
+    def bundle_list(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .bundle.ops import bundle_list
+
+        with self._opened_store() as store:
+            return bundle_list(self.settings, store, str(args["backup"]))
+
+    def bundle_extract(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .bundle.ops import bundle_extract
+
+        identity, _ = read_identity(args)
+        to = Path(str(args["to"]))
+        with self._exclusive("extract a bundle"), self._opened_store() as store:
+            return bundle_extract(self.settings, store, str(args["backup"]), identity, to, emit)

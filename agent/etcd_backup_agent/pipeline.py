@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from . import log as logsetup
+from .bundle.attach import build_record, discard_pending, store_bundle
 from .config import Settings
 from .errors import Cancelled, SpoolError, StoreError, VerificationError
 from .etcd_source import EtcdSource, EtcdStatus
@@ -124,6 +125,7 @@ class Spool:
         for p in (sealed.object_path, sealed.manifest_path):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        discard_pending(self.pending, sealed.manifest.id)
 
 
 def _spool_error(exc: OSError, spool: Path) -> SpoolError:
@@ -238,6 +240,7 @@ class Pipeline:
         enc = self.settings.encryption
         comp = self.settings.compression
         result = run_seal(raw, tmp, enc.recipients, comp.level, comp.threads, cancel=self.cancel)
+        manifest = build_record(self.settings, manifest, self.spool.pending, self.log)  # bundle/
         try:
             os.replace(tmp, opath)
             manifest = replace(
@@ -402,6 +405,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.store.delete(m.object)
             raise Cancelled("backup cancelled by shutdown")
+        store_bundle(self.store, m, self.spool.pending, lock=locked, cancel=self.cancel)
         duration = self.stages.get("prepare_total", 0.0) + (time.monotonic() - started)
         final = replace(
             m,

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import log as logsetup
 from .binaries import candidates
+from .bundle.check import verify_bundle
 from .catalog import find_backup, list_backups
 from .config import Settings
 from .errors import CryptoError, RestoreError, StoreError, UsageError, VerificationError
@@ -546,6 +547,8 @@ class BackupCheck:
     object_sha256_ok: bool = True
     snapshot_sha256_ok: bool = True
     native_ok: bool = True
+    bundle: str = "none"  # "ok", "none" or "failed" (at backup time); see bundle/check.py
+    bundle_files: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -558,4 +561,12 @@ def check_backup(
     manifest = resolve_backup(settings, store, backup)
     with scratch_dir(settings, "verify-") as scratch:
         checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
-    return BackupCheck(manifest.id, checked.revision, checked.total_keys, checked.hash)
+    bundle, files = verify_bundle(store, manifest, identity_text, emit)
+    return BackupCheck(
+        manifest.id,
+        checked.revision,
+        checked.total_keys,
+        checked.hash,
+        bundle=bundle,
+        bundle_files=files,
+    )

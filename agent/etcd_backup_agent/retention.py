@@ -202,6 +202,12 @@ def _delete_one(store: Store, cluster: str, m: Manifest, result: ApplyResult) ->
     except StoreError as exc:
         result.failed.append((m.id, f"manifest deleted, object left as orphan: {exc}"))
         return
+    if m.bundle is not None and m.bundle.object:
+        try:  # the bundle is part of the backup: it goes with the snapshot
+            store.delete(m.bundle.object)
+        except StoreError as exc:
+            result.failed.append((m.id, f"deleted, but its bundle object remains: {exc}"))
+            return
     result.deleted.append(m.id)
 
 

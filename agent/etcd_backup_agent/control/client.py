@@ -189,6 +189,11 @@ def show(op: str, result: Any) -> None:
     if op == "status" and isinstance(result, dict) and "last" in result:
         _show_status(result)
         return
+    if op.startswith("bundle_") and isinstance(result, dict):
+        from ..bundle.report import format_result
+
+        print("\n".join(format_result(op, result)))
+        return
     if isinstance(result, dict):
         for k, v in result.items():
             print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
@@ -298,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("drill", parents=[common], help="restore drill into a throwaway etcd")
     d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
     d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
+    b = sub.add_parser("bundle", help="list or extract a backup's control-plane bundle")
+    actions = b.add_subparsers(dest="bundle_action", metavar="ACTION", required=True)
+    bl = actions.add_parser("list", parents=[common], help="the bundle's file list")
+    bl.add_argument("backup", metavar="ID|latest")
+    be = actions.add_parser("extract", parents=[common], help="write the bundle under DIR")
+    be.add_argument("backup", metavar="ID|latest")
+    be.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
+    be.add_argument("--to", required=True, metavar="DIR", help="a new dir on the agent's node")
     return p
 
 
@@ -313,6 +326,11 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if ns.op == "prune":
         args["dry_run"] = ns.dry_run
+    elif ns.op in ("bundle_list", "bundle_extract"):
+        args["backup"] = ns.backup
+        if ns.op == "bundle_extract":
+            _identity(ns.identity, args)
+            args["to"] = str(Path(ns.to).absolute())
     elif ns.op in ("verify", "restore", "drill"):
         args["backup"] = ns.backup
         if ns.identity:
@@ -346,6 +364,8 @@ OFFLINE_EQUIVALENT = {
     "prune": "prune",
     "restore": "restore",
     "drill": "drill",
+    "bundle_list": "bundle list",
+    "bundle_extract": "bundle extract",
 }
 
 
@@ -358,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ns.op:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if ns.op == "bundle":
+        ns.op = f"bundle_{ns.bundle_action}"
     try:
         path = find_socket(ns)
     except ConfigError as exc:

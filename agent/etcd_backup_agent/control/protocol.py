@@ -58,6 +58,13 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "identity_file": ((str,), False),
         "identity": ((str,), False),
     },
+    "bundle_list": {"backup": ((str,), True)},
+    "bundle_extract": {
+        "backup": ((str,), True),
+        "identity_file": ((str,), False),
+        "identity": ((str,), False),
+        "to": ((str,), True),
+    },
 }
 MAX_STRING = 16384
 

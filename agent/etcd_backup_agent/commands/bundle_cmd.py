@@ -1,0 +1,55 @@
+"""``etcd-backup-agent bundle list|extract``: the control-plane files stored with a backup."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import EXIT_OK
+from .restore_cmd import identity_args, run_offline
+
+EPILOG = """examples:
+  etcd-backup-agent bundle list latest
+  etcd-backup-agent bundle extract latest --identity /root/age-key.txt --to /root/cp-restore
+
+list prints the file list recorded in the manifest (names, modes, sizes, sha256; never
+contents). extract downloads the bundle object, checks its sha256 against the manifest,
+decrypts it, checks every file against the manifest and writes them under DIR (which must
+not exist or be empty) with their modes and mtimes, and their owners when run as root.
+Stock tools read the same object: age -d -i KEY OBJ | zstd -d | tar -t
+exit codes: 0 done, 1 failed (nothing written outside DIR), 2 usage or config
+"""
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "bundle",
+        help="list or extract the control-plane bundle (PKI, encryption config) of a backup",
+        description="The control-plane files sealed beside each snapshot (docs/bundle.md).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="bundle_action", metavar="ACTION", required=True)
+    ls = actions.add_parser("list", parents=[common], help="the bundle's file list")
+    ls.add_argument("backup", metavar="ID|latest")
+    ls.add_argument("--json", action="store_true", help="print the record as JSON")
+    ls.set_defaults(handler=run_list)
+    ex = actions.add_parser("extract", parents=[common], help="write the bundle under DIR")
+    ex.add_argument("backup", metavar="ID|latest")
+    ex.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
+    ex.add_argument("--to", required=True, type=Path, metavar="DIR", help="a new directory")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
+    ex.set_defaults(handler=run_extract)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    run_offline(args, "bundle_list", {"backup": args.backup})
+    return EXIT_OK
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    request = {"backup": args.backup, "to": str(args.to.absolute())}
+    run_offline(args, "bundle_extract", request | identity_args(args.identity))
+    return EXIT_OK

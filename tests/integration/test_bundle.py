@@ -1,0 +1,254 @@
+"""The control-plane bundle end to end: real etcd 3.5.1, the CLI, judged by age/zstd/tar."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent_helpers import run_agent, write_config
+from tests.bundle_fixtures import make_kubeadm_node, make_rancher_node, pem_body
+from tests.servers import EtcdServer
+
+pytestmark = pytest.mark.integration
+
+
+def stock_list(obj: Path, key: Path) -> list[str]:
+    """``age -d -i KEY OBJ | zstd -d | tar -t``, as the docs tell an operator to run it."""
+    out = subprocess.run(
+        f"age -d -i {key} {obj} | zstd -d -q | tar -t",
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sorted(out.splitlines())
+
+
+def bundle_config(
+    tmp_path: Path, etcd: EtcdServer, recipient: str, root: Path, **bundle: Any
+) -> Path:
+    return write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=recipient,
+        root=tmp_path,
+        extra={"bundle": {"root": root} | bundle},
+    )
+
+
+def backup(cfg: Path) -> tuple[dict[str, Any], str]:
+    r = run_agent("backup", "--config", cfg, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout), r.stdout + r.stderr
+
+
+def node_files(root: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    return {n.rstrip("/"): root / n.rstrip("/") for n in names}
+
+
+def assert_same_tree(node: Path, out: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        src, dst = node / name.rstrip("/"), out / name.rstrip("/")
+        s, d = os.lstat(src), os.lstat(dst)
+        assert (s.st_mode, s.st_uid, s.st_gid) == (d.st_mode, d.st_uid, d.st_gid), name
+        if src.is_symlink():
+            assert os.readlink(dst) == os.readlink(src), name
+        elif src.is_file():
+            assert dst.read_bytes() == src.read_bytes(), name
+            assert int(d.st_mtime) == int(s.st_mtime), name
+
+
+def test_kubeadm_bundle_read_by_stock_tools_and_extracted_identically(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    key, recipient = age_identity
+    node = make_kubeadm_node(tmp_path / "node")
+    etcd.ctl("put", "/registry/secrets/default/s1", "ciphertext")
+    cfg = bundle_config(tmp_path, etcd, recipient, node.root)
+    manifest, out = backup(cfg)
+    transcript = [out]
+
+    rec = manifest["bundle"]
+    assert rec["status"] == "ok", rec
+    assert rec["layout"] == "kubeadm"
+    assert rec["encryption_config"] == node.encryption_config
+    assert rec["encryption_config_saved"] is True
+    assert rec["warnings"] == []
+    assert rec["object"] == f"test/{manifest['id']}.bundle.tar.zst.age"
+    obj = tmp_path / "store" / rec["object"]
+    assert obj.stat().st_size == rec["object_size"]
+    assert hashlib.sha256(obj.read_bytes()).hexdigest() == rec["object_sha256"]
+
+    # the stock tools list exactly the expected files
+    assert stock_list(obj, key) == sorted(node.expected)
+
+    # the manifest's file list matches the node, file by file
+    files = {f["path"]: f for f in rec["files"]}
+    assert sorted(f["path"] + ("/" if f["type"] == "dir" else "") for f in rec["files"]) == sorted(
+        node.expected
+    )
+    for name, path in node_files(node.root, node.expected).items():
+        f, st = files[name], os.lstat(path)
+        assert f["mode"] == f"{st.st_mode & 0o7777:04o}", name
+        if path.is_symlink():
+            assert (f["type"], f["link"]) == ("symlink", os.readlink(path))
+        elif path.is_file():
+            assert f["type"] == "file"
+            assert f["size"] == st.st_size
+            assert f["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    stored_manifest = (tmp_path / "store" / "test" / f"{manifest['id']}.json").read_text()
+
+    listing = run_agent("bundle", "list", "latest", "--config", cfg)
+    assert listing.returncode == 0, listing.stderr
+    assert "etc/kubernetes/pki/ca.key" in listing.stdout
+    transcript.append(listing.stdout + listing.stderr)
+
+    dest = tmp_path / "extracted"
+    r = run_agent(
+        "bundle", "extract", "latest", "--identity", key, "--to", dest, "--config", cfg
+    )
+    assert r.returncode == 0, r.stderr
+    transcript.append(r.stdout + r.stderr)
+    assert_same_tree(node.root, dest, node.expected)
+    got = sorted(
+        str(p.relative_to(dest)) + ("/" if p.is_dir() and not p.is_symlink() else "")
+        for p in dest.rglob("*")
+    )
+    # the parents of the listed paths are created too, and nothing else
+    parents = {f"{a}/" for n in node.expected for a in Path(n).parents if str(a) != "."}
+    parents -= set(node.expected)
+    assert sorted(set(got) - parents) == sorted(node.expected)
+    assert parents <= {"etc/", "etc/kubernetes/", "etc/kubernetes/audit/", "etc/kubernetes/enc/"}
+
+    v = run_agent("verify", "--backup", "latest", "--identity", key, "--json", "--config", cfg)
+    assert v.returncode == 0, v.stderr
+    check = json.loads(v.stdout)
+    assert (check["bundle"], check["bundle_files"]) == ("ok", len(node.expected))
+    transcript.append(v.stdout + v.stderr)
+
+    # the private keys never leave the bundle: not in logs, replies or the manifest
+    for k in node.private_keys:
+        body = pem_body(k)
+        assert body not in stored_manifest
+        for text in transcript:
+            assert body not in text
+
+
+def test_k3s_layout(tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]) -> None:
+    key, recipient = age_identity
+    node = make_rancher_node(tmp_path / "node", "k3s")
+    cfg = bundle_config(tmp_path, etcd, recipient, node.root)
+    manifest, out = backup(cfg)
+    rec = manifest["bundle"]
+    assert (rec["status"], rec["layout"]) == ("ok", "k3s")
+    assert rec["encryption_config"] == "/var/lib/rancher/k3s/server/cred/encryption-config.json"
+    assert rec["encryption_config_saved"] is True
+    assert stock_list(tmp_path / "store" / rec["object"], key) == sorted(node.expected)
+    dest = tmp_path / "x"
+    r = run_agent("bundle", "extract", manifest["id"], "--identity", key, "--to", dest, "-c", cfg)
+    assert r.returncode == 0, r.stderr
+    assert_same_tree(node.root, dest, node.expected)
+    for text in (out, r.stdout + r.stderr, json.dumps(manifest)):
+        assert node.token not in text
+        for k in node.private_keys:
+            assert pem_body(k) not in text
+
+
+def test_tampered_bundle_fails_verify(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    key, recipient = age_identity
+    node = make_kubeadm_node(tmp_path / "node")
+    cfg = bundle_config(tmp_path, etcd, recipient, node.root)
+    manifest, _ = backup(cfg)
+    obj = tmp_path / "store" / manifest["bundle"]["object"]
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    obj.write_bytes(bytes(data))
+    v = run_agent("verify", "--backup", "latest", "--identity", key, "--config", cfg)
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert "bundle object" in v.stderr and "does not match its manifest" in v.stderr
+    r = run_agent("bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg)
+    assert r.returncode == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_retention_removes_the_bundle_with_its_snapshot(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    node = make_kubeadm_node(tmp_path / "node")
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=age_identity[1],
+        root=tmp_path,
+        extra={"bundle": {"root": node.root}, "retention": {"keep_last": 1}},
+    )
+    first, _ = backup(cfg)
+    time.sleep(1.1)  # distinct second-resolution ids
+    etcd.ctl("put", "/k", "v")
+    second, _ = backup(cfg)
+    store = tmp_path / "store" / "test"
+    assert len(list(store.iterdir())) == 6
+    r = run_agent("prune", "--config", cfg, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["deleted"] == [first["id"]]
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        [
+            f"{second['id']}.json",
+            f"{second['id']}.db.zst.age",
+            f"{second['id']}.bundle.tar.zst.age",
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["dangling", "directory"])
+def test_unreadable_encryption_config_warns(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], kind: str
+) -> None:
+    node = make_kubeadm_node(tmp_path / "node")
+    enc = node.root / node.encryption_config.lstrip("/")
+    enc.unlink()
+    if kind == "directory":
+        enc.mkdir()  # what a mistaken hostPath mount leaves behind
+    else:
+        enc.symlink_to("/nonexistent/encryption.yaml")
+    cfg = bundle_config(tmp_path, etcd, age_identity[1], node.root)
+    manifest, out = backup(cfg)
+    rec = manifest["bundle"]
+    assert rec["status"] == "ok"  # the rest of the bundle is still stored
+    assert rec["encryption_config_saved"] is False
+    sentence = "Secrets in these backups cannot be decrypted after a restore without it"
+    assert any(sentence in w for w in rec["warnings"]), rec["warnings"]
+    assert sentence in out  # the log line on stderr
+    listing = run_agent("bundle", "list", "latest", "-c", cfg)
+    assert sentence in listing.stdout
+
+
+def test_oversized_bundle_fails_but_the_snapshot_is_stored(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    key, recipient = age_identity
+    node = make_kubeadm_node(tmp_path / "node")
+    cfg = bundle_config(tmp_path, etcd, recipient, node.root, max_bytes=1000)
+    manifest, _ = backup(cfg)
+    rec = manifest["bundle"]
+    assert rec["status"] == "failed" and "max_bytes" in rec["error"]
+    assert rec["object"] == "" and rec["files"] == []
+    store = tmp_path / "store" / "test"
+    assert sorted(p.name for p in store.iterdir()) == [
+        f"{manifest['id']}.db.zst.age",
+        f"{manifest['id']}.json",
+    ]
+    v = run_agent("verify", "--backup", "latest", "--identity", key, "--json", "-c", cfg)
+    assert v.returncode == 0, v.stderr
+    assert json.loads(v.stdout)["bundle"] == "failed"
+    r = run_agent("bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg)
+    assert r.returncode == 1 and "failed at backup time" in r.stderr
