@@ -174,7 +174,9 @@ def make_rancher_node(root: Path, layout: str = "k3s") -> RancherNode:
         f"{base}/tls/server-ca.key",
         f"{base}/token",
     )
-    return RancherNode(root, tuple(sorted(expected)), (tls / "server-ca.key", tls / "client-ca.key"), token)
+    return RancherNode(
+        root, tuple(sorted(expected)), (tls / "server-ca.key", tls / "client-ca.key"), token
+    )
 
 
 def pem_body(key: Path) -> str:

@@ -111,9 +111,7 @@ def test_kubeadm_bundle_read_by_stock_tools_and_extracted_identically(
     transcript.append(listing.stdout + listing.stderr)
 
     dest = tmp_path / "extracted"
-    r = run_agent(
-        "bundle", "extract", "latest", "--identity", key, "--to", dest, "--config", cfg
-    )
+    r = run_agent("bundle", "extract", "latest", "--identity", key, "--to", dest, "--config", cfg)
     assert r.returncode == 0, r.stderr
     transcript.append(r.stdout + r.stderr)
     assert_same_tree(node.root, dest, node.expected)
@@ -175,7 +173,9 @@ def test_tampered_bundle_fails_verify(
     v = run_agent("verify", "--backup", "latest", "--identity", key, "--config", cfg)
     assert v.returncode == 1, v.stdout + v.stderr
     assert "bundle object" in v.stderr and "does not match its manifest" in v.stderr
-    r = run_agent("bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg)
+    r = run_agent(
+        "bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg
+    )
     assert r.returncode == 1
     assert not (tmp_path / "x").exists()
 
@@ -250,7 +250,9 @@ def test_oversized_bundle_fails_but_the_snapshot_is_stored(
     v = run_agent("verify", "--backup", "latest", "--identity", key, "--json", "-c", cfg)
     assert v.returncode == 0, v.stderr
     assert json.loads(v.stdout)["bundle"] == "failed"
-    r = run_agent("bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg)
+    r = run_agent(
+        "bundle", "extract", "latest", "--identity", key, "--to", tmp_path / "x", "-c", cfg
+    )
     assert r.returncode == 1 and "failed at backup time" in r.stderr
 
 
