@@ -210,21 +210,43 @@ class Operations:
                 wait=wait,
             ).to_dict()
 
+        with_bundle = bool(args.get("with_bundle"))
+        if with_bundle and (layout != "kubeadm" or not (apply or args.get("dry_run"))):
+            raise UsageError("--with-bundle goes with --apply --layout kubeadm (or --dry-run)")
         if layout is not None and (apply or args.get("dry_run")):
             # planning validates the manifests/config before anything is restored
             plan = plan_swap(layout, dry_run=True)
             if args.get("dry_run"):
-                return {"dry_run": True, "swap": plan}
+                dry: dict[str, Any] = {"dry_run": True, "swap": plan}
+                if with_bundle:
+                    dry["bundle_install"] = self._install_bundle(args["backup"], identity, True)
+                return dry
+        installed = None
         with self._exclusive("restore"), self._opened_store() as store:
             report = restore(
                 self.settings, store, args["backup"], identity, spec, emit, identity_hint=hint
             )
+            if apply and with_bundle:  # bundle/install.py: files copied aside, never deleted
+                installed = self._install_bundle(report.backup_id, identity, False, store)
             del identity
             if apply and layout is not None:
                 report.swap = plan_swap(
                     layout, dry_run=False, wait=float(args.get("swap_wait", 30.0))
                 )
-        return report.to_dict()
+        result = report.to_dict()
+        if installed is not None:
+            result["bundle_install"] = installed
+        return result
+
+    def _install_bundle(
+        self, backup: str, identity: str, dry_run: bool, store: Store | None = None
+    ) -> dict[str, Any]:
+        from .bundle.ops import install_bundle
+
+        if store is not None:
+            return install_bundle(self.settings, store, backup, identity, dry_run)
+        with self._opened_store() as opened:
+            return install_bundle(self.settings, opened, backup, identity, dry_run)
 
     def drill(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         from .drill import drill

@@ -320,3 +320,57 @@ def test_crafted_bundle_with_traversal_is_refused_on_extract(
     assert not (tmp_path / "deep" / "escaped").exists()
     assert not (tmp_path / "escaped").exists()
     assert not Path("/tmp/bundle-absolute-evil").exists()
+
+
+def test_kubeadm_swap_with_bundle_copies_aside_and_never_deletes(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    from tests.servers import etcd_bin
+
+    key, recipient = age_identity
+    node = make_kubeadm_node(tmp_path / "node")
+    manifests = node.root / "etc/kubernetes/manifests"
+    cfg = write_config(
+        tmp_path / "c.toml",
+        endpoint=etcd.endpoint,
+        recipient=recipient,
+        root=tmp_path,
+        extra={
+            "bundle": {"root": node.root},
+            "restore": {"etcdutl": etcd_bin("etcdutl"), "manifests_dir": manifests},
+        },
+    )
+    manifest, _ = backup(cfg)
+    pki = node.root / "etc/kubernetes/pki"
+    original_ca = (pki / "ca.key").read_bytes()
+    # the node drifted after the backup: a rotated key, a lost file, a file of its own
+    (pki / "ca.key").write_bytes(b"rotated\n")
+    (pki / "sa.pub").unlink()
+    (pki / "extra.crt").write_text("the node's own\n")
+    new = tmp_path / "etcd-restored"
+    args = [
+        "restore", "latest", "--identity", key, "--data-dir", new, "--name", "cp1",
+        "--initial-cluster", "cp1=http://127.0.0.1:2380", "--layout", "kubeadm",
+        "--with-bundle", "--config", cfg,
+    ]  # fmt: skip
+    dry = run_agent(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "replaced etc/kubernetes/pki/ca.key" in dry.stdout
+    assert (pki / "ca.key").read_bytes() == b"rotated\n" and not new.exists()
+
+    r = run_agent(*args, "--apply", "--swap-wait", "0")
+    assert r.returncode == 0, r.stderr
+    assert "replaced etc/kubernetes/pki/ca.key" in r.stdout
+    assert "created  etc/kubernetes/pki/sa.pub" in r.stdout
+    assert "skipped  etc/kubernetes/manifests/etcd.yaml" in r.stdout
+    assert (pki / "ca.key").read_bytes() == original_ca
+    assert (pki / "ca.key").stat().st_mode & 0o7777 == 0o600
+    assert (pki / "sa.pub").is_file()
+    assert (pki / "extra.crt").read_text() == "the node's own\n"  # never deleted
+    asides = list((node.root / "etc/kubernetes").glob("bundle-aside-*"))
+    assert len(asides) == 1
+    assert (asides[0] / "etc/kubernetes/pki/ca.key").read_bytes() == b"rotated\n"
+    # the swap, not the bundle, wrote etcd.yaml: it points at the restored data dir
+    assert f"--data-dir={new}" in (manifests / "etcd.yaml").read_text()
+    assert (new / "member" / "snap" / "db").is_file()
+    assert manifest["id"] in r.stdout, r.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,8 +14,10 @@ from ..config import Settings
 from ..errors import StoreError, UsageError
 from ..manifest import Manifest
 from ..store.base import Store
+from ..swap import ETCD_MANIFEST
 from .check import open_bundle, record_of
 from .extract import extract
+from .install import apply_install, aside_dir_for, plan_install
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -53,3 +56,21 @@ def bundle_extract(
         "written": written,
         "warnings": list(rec.warnings),
     }
+
+
+def install_bundle(
+    settings: Settings, store: Store, backup: str, identity_text: str, dry_run: bool
+) -> dict[str, Any]:
+    """Check the bundle of ``backup`` and plan (or apply) putting it back under the node root;
+    the kubeadm swap's etcd.yaml is left to the swap."""
+    m = resolve(settings, store, backup)
+    members = open_bundle(store, m, identity_text)
+    root = settings.bundle.root
+    manifests = settings.restore.manifests_dir
+    skip: set[str] = set()
+    with contextlib.suppress(ValueError):
+        skip.add(str((manifests / ETCD_MANIFEST).relative_to(root)))
+    plan = plan_install(members, root, aside_dir_for(manifests), frozenset(skip))
+    if not dry_run:
+        plan = apply_install(members, plan, chown=os.geteuid() == 0)
+    return plan.to_dict()

@@ -61,6 +61,12 @@ def register(
     r.add_argument("--layout", choices=("kubeadm", "systemd"), help="how etcd runs here")
     r.add_argument("--dry-run", action="store_true", help="print the swap plan, touch nothing")
     r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
+    r.add_argument(
+        "--with-bundle",
+        action="store_true",
+        help="kubeadm swap: also put the backup's control-plane bundle back (files it "
+        "replaces are copied aside first; nothing is deleted)",
+    )
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(handler=run_restore)
 
@@ -108,6 +114,8 @@ def run_restore(args: argparse.Namespace) -> int:
         "dry_run": args.dry_run,
         "swap_wait": args.swap_wait,
     } | identity_args(args.identity)
+    if args.with_bundle:
+        req["with_bundle"] = True
     if args.initial_cluster:
         req["initial_cluster"] = args.initial_cluster
     if args.layout:

@@ -167,11 +167,13 @@ def show(op: str, result: Any) -> None:
                     continue
                 print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
                 print(f"  {c['command']}")
+        _show_bundle_install(result)
         if result.get("swap"):
             _show_swap(result["swap"])
         return
     if op == "restore" and isinstance(result, dict) and "swap" in result:
         print("dry run: nothing was changed")
+        _show_bundle_install(result)
         _show_swap(result["swap"])
         return
     if op == "prune" and isinstance(result, dict) and "decisions" in result:
@@ -199,6 +201,13 @@ def show(op: str, result: Any) -> None:
             print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
     else:
         print(json.dumps(result, indent=2))
+
+
+def _show_bundle_install(result: dict[str, Any]) -> None:
+    if result.get("bundle_install"):
+        from ..bundle.install import format_install
+
+        print("\n".join(format_install(result["bundle_install"])))
 
 
 def _show_status(st: dict[str, Any]) -> None:
@@ -300,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--layout", choices=("kubeadm", "systemd"))
     r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
     r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
+    r.add_argument("--with-bundle", action="store_true", help="kubeadm: put the bundle back too")
     d = sub.add_parser("drill", parents=[common], help="restore drill into a throwaway etcd")
     d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
     d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
@@ -352,6 +362,8 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
             args["layout"] = ns.layout
         if ns.bump_revision is not None:
             args["bump_revision"] = ns.bump_revision
+        if ns.with_bundle:
+            args["with_bundle"] = True
     return args
 
 

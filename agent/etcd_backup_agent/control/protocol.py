@@ -52,6 +52,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "layout": ((str,), False),
         "dry_run": ((bool,), False),
         "swap_wait": (_NUM, False),
+        "with_bundle": ((bool,), False),
     },
     "drill": {
         "backup": ((str,), False),
