@@ -22,6 +22,7 @@ import schedule
 
 from . import __version__, scheduling
 from . import log as logsetup
+from .bundle.report import bundle_status
 from .catalog import ManifestCache, list_backups
 from .config import Settings, load, split_listen
 from .control.server import ControlServer
@@ -829,6 +830,7 @@ class Daemon:
                 "pending_uploads": pending,
                 "max_bytes": w.settings.spool.max_bytes,
             },
+            "bundle": bundle_status(self.metrics.last_bundle),
         }
 
 

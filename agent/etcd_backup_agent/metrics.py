@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .bundle.record import BundleRecord
 from .manifest import Manifest
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -155,6 +156,22 @@ class Metrics:
         self.verification_failures.labels(cluster)
         self.retention_deleted.labels(cluster)
 
+        # the control-plane bundle of the newest backup this agent stored (bundle/)
+        self.last_bundle: BundleRecord | None = None
+        self.bundle_failed = gauge(
+            "etcd_backup_bundle_failed",
+            "1 when the last backup's control-plane bundle failed (snapshot stored without it).",
+        )
+        self.bundle_encryption_config_missing = gauge(
+            "etcd_backup_bundle_encryption_config_missing",
+            "1 when kube-apiserver's encryption config is not in the last backup's bundle.",
+        )
+        self.bundle_warnings = gauge(
+            "etcd_backup_bundle_warnings", "Warnings of the last backup's control-plane bundle."
+        )
+        for g in (self.bundle_failed, self.bundle_encryption_config_missing, self.bundle_warnings):
+            g.labels(cluster)
+
     # -- recording ----------------------------------------------------------------------
 
     def _g(self, g: Gauge) -> Gauge:
@@ -182,6 +199,11 @@ class Metrics:
         if manifest.total_keys is not None:
             self._g(self.keys).set(manifest.total_keys)
         self._g(self.store_up).set(1)
+        if manifest.bundle is not None:
+            rec = self.last_bundle = manifest.bundle
+            self._g(self.bundle_failed).set(0 if rec.status == "ok" else 1)
+            self._g(self.bundle_encryption_config_missing).set(int(rec.encryption_config_lost))
+            self._g(self.bundle_warnings).set(len(rec.warnings))
 
     def stored(self, manifest: Manifest) -> None:
         self._newer_success(manifest.created.timestamp())

@@ -39,6 +39,9 @@ EXPECTED = {
     "etcd_backup_drills",
     "etcd_backup_spool_bytes",
     "etcd_backup_pending_uploads",
+    "etcd_backup_bundle_failed",
+    "etcd_backup_bundle_encryption_config_missing",
+    "etcd_backup_bundle_warnings",
 }
 
 
@@ -123,3 +126,25 @@ def test_healthz_endpoint_turns_503_when_stale() -> None:
             assert b"etcd_backup_build_info" in resp.read()
     finally:
         server.stop()
+
+
+def test_bundle_gauges_follow_the_last_stored_backup() -> None:
+    from dataclasses import replace
+
+    from etcd_backup_agent.bundle.record import BundleRecord
+
+    m = Metrics("prod", "1.2.3")
+    lost = BundleRecord(
+        status="ok",
+        layout="kubeadm",
+        encryption_config="/etc/kubernetes/enc.yaml",
+        warnings=("w1", "w2"),
+    )
+    m.success(replace(manifest("2025-01-01T00:00:00Z"), bundle=lost), 1.0)
+    assert m.value("etcd_backup_bundle_encryption_config_missing") == 1
+    assert m.value("etcd_backup_bundle_warnings") == 2
+    assert m.value("etcd_backup_bundle_failed") == 0
+    failed = BundleRecord(status="failed", layout="kubeadm", error="x")
+    m.success(replace(manifest("2025-01-01T01:00:00Z"), bundle=failed), 1.0)
+    assert m.value("etcd_backup_bundle_failed") == 1
+    assert m.value("etcd_backup_bundle_encryption_config_missing") == 0

@@ -247,6 +247,14 @@ def _show_status(st: dict[str, Any]) -> None:
     else:
         text = "none yet"
     print(f"last drill:   {text}")
+    bundle = st.get("bundle")
+    if bundle:
+        text = f"{bundle['status']} ({bundle['layout']}, {bundle['files']} entries)"
+        if bundle.get("error"):
+            text += f": {bundle['error']}"
+        print(f"bundle:       {text}")
+        for w in bundle.get("warnings", []):
+            print(f"  WARNING: {w}")
 
 
 def _show_swap(plan: dict[str, Any]) -> None:
