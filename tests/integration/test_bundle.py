@@ -374,3 +374,63 @@ def test_kubeadm_swap_with_bundle_copies_aside_and_never_deletes(
     assert f"--data-dir={new}" in (manifests / "etcd.yaml").read_text()
     assert (new / "member" / "snap" / "db").is_file()
     assert manifest["id"] in r.stdout, r.stdout
+
+
+def _backup_without_dac_override(cfg: Path) -> subprocess.CompletedProcess[str]:
+    """The backup as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (as a hardened unit
+    may run it): a mode-000 file is then unreadable even to root."""
+    import sys
+
+    from tests.agent_helpers import agent_env
+
+    return subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+            sys.executable,
+            "-m",
+            "etcd_backup_agent.cli",
+            "backup",
+            "--config",
+            str(cfg),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=agent_env(),
+    )
+
+
+@pytest.mark.parametrize("unreadable", ["encryption-config", "sa-key"])
+def test_an_unreadable_listed_file_fails_the_bundle_and_the_snapshot_is_stored(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], unreadable: str
+) -> None:
+    key, recipient = age_identity
+    node = make_kubeadm_node(tmp_path / "node")
+    if unreadable == "encryption-config":
+        target = node.root / node.encryption_config.lstrip("/")
+    else:
+        target = node.root / "etc/kubernetes/pki/sa.key"
+    target.chmod(0o000)
+    cfg = bundle_config(tmp_path, etcd, recipient, node.root)
+    r = _backup_without_dac_override(cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads(r.stdout)
+    rec = manifest["bundle"]
+    rel = str(target.relative_to(node.root))
+    assert rec["status"] == "failed", rec
+    assert f"/{rel}: cannot read: Permission denied" in rec["error"]
+    sentence = "Secrets in these backups cannot be decrypted after a restore without it"
+    assert (sentence in r.stderr) == (unreadable == "encryption-config")
+    assert rec["encryption_config_saved"] == (unreadable == "sa-key")
+    # the snapshot is stored, verified and restorable; no bundle object exists
+    store = tmp_path / "store" / "test"
+    assert sorted(p.name for p in store.iterdir()) == [
+        f"{manifest['id']}.db.zst.age",
+        f"{manifest['id']}.json",
+    ]
+    v = run_agent("verify", "--backup", "latest", "--identity", key, "--json", "-c", cfg)
+    assert v.returncode == 0, v.stderr
+    assert json.loads(v.stdout)["bundle"] == "failed"
