@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .bundle.record import BUNDLE_SUFFIX
 from .errors import BackupNotFound, StoreNotFound
 from .manifest import (
     MANIFEST_SUFFIX,
@@ -65,6 +66,8 @@ def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None)
             manifests[name[: -len(MANIFEST_SUFFIX)]] = o.key
         elif name.endswith(OBJECT_SUFFIX):
             objects[name[: -len(OBJECT_SUFFIX)]] = o.key
+        elif name.endswith(BUNDLE_SUFFIX):  # a bundle without its manifest is an orphan too
+            objects[name[: -len(BUNDLE_SUFFIX)] + BUNDLE_SUFFIX] = o.key
 
     backups: list[Manifest] = []
     unreadable: list[str] = []
@@ -89,7 +92,11 @@ def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None)
         for gone in [k for k in cache if sizes.get(k[0]) != k[1]]:
             del cache[gone]
     backups.sort(key=sort_key, reverse=True)
-    orphans = tuple(key for bid, key in sorted(objects.items()) if bid not in manifests)
+    orphans = tuple(
+        key
+        for bid, key in sorted(objects.items())
+        if bid.removesuffix(BUNDLE_SUFFIX) not in manifests
+    )
     return Catalog(
         backups=tuple(backups),
         orphans=orphans,

@@ -139,14 +139,19 @@ def test_kubeadm_bundle_read_by_stock_tools_and_extracted_identically(
             assert body not in text
 
 
-def test_k3s_layout(tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]) -> None:
+@pytest.mark.parametrize("layout", ["k3s", "rke2"])
+def test_k3s_and_rke2_layouts(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], layout: str
+) -> None:
     key, recipient = age_identity
-    node = make_rancher_node(tmp_path / "node", "k3s")
+    node = make_rancher_node(tmp_path / "node", layout)
     cfg = bundle_config(tmp_path, etcd, recipient, node.root)
     manifest, out = backup(cfg)
     rec = manifest["bundle"]
-    assert (rec["status"], rec["layout"]) == ("ok", "k3s")
-    assert rec["encryption_config"] == "/var/lib/rancher/k3s/server/cred/encryption-config.json"
+    assert (rec["status"], rec["layout"]) == ("ok", layout)
+    assert (
+        rec["encryption_config"] == f"/var/lib/rancher/{layout}/server/cred/encryption-config.json"
+    )
     assert rec["encryption_config_saved"] is True
     assert stock_list(tmp_path / "store" / rec["object"], key) == sorted(node.expected)
     dest = tmp_path / "x"

@@ -217,3 +217,62 @@ def test_old_manifests_load_and_the_record_round_trips() -> None:
     assert m.bundle == rec
     with pytest.raises(ValueError, match="bundle record"):
         Manifest.from_dict(base | {"bundle": {"layout": "x"}})
+
+
+def test_a_bundle_without_its_manifest_is_an_orphan(tmp_path: Path) -> None:
+    from etcd_backup_agent.bundle.record import bundle_key
+    from etcd_backup_agent.catalog import list_backups
+    from etcd_backup_agent.manifest import manifest_key, object_key
+    from etcd_backup_agent.store.local import LocalStore
+    from tests.fake_backups import fake_manifest
+
+    store = LocalStore(tmp_path)
+    kept, lost = fake_manifest("2026-11-24T00:00:00"), fake_manifest("2026-11-23T00:00:00")
+    for m in (kept, lost):
+        store.put_bytes(object_key("c1", m.id), b"sealed")
+        store.put_bytes(bundle_key("c1", m.id), b"bundle")
+    store.put_bytes(manifest_key("c1", kept.id), kept.to_json().encode())
+    cat = list_backups(store, "c1")
+    assert [m.id for m in cat.backups] == [kept.id]
+    assert sorted(cat.orphans) == sorted([bundle_key("c1", lost.id), object_key("c1", lost.id)])
+
+
+def test_install_plan_replaces_creates_skips_and_refuses_a_kind_change(tmp_path: Path) -> None:
+    from etcd_backup_agent.bundle.install import apply_install, plan_install
+
+    def member(path: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+        info = _member(path, kind)
+        info.size, info.mode = len(data), 0o600 if kind == tarfile.REGTYPE else 0o755
+        return info
+
+    blobs = {"etc/k/a": b"new-a", "etc/k/b": b"b", "etc/k/same": b"same", "etc/k/etcd.yaml": b"y"}
+    members = []
+    for name, data in blobs.items():
+        members += read_members(_tar(member(name, data), data=data))
+    members += read_members(_tar(member("etc/k", kind=tarfile.DIRTYPE)))
+    root = tmp_path / "root"
+    (root / "etc/k").mkdir(parents=True)
+    (root / "etc/k/a").write_bytes(b"old-a")
+    (root / "etc/k/same").write_bytes(b"same")
+    (root / "etc/k/same").chmod(0o600)
+    (root / "etc/k/mine").write_bytes(b"the node's own")
+    aside = tmp_path / "aside"
+    plan = plan_install(members, root, aside, frozenset({"etc/k/etcd.yaml"}))
+    assert (plan.replaced, plan.created, plan.skipped) == (
+        ("etc/k/a",),
+        ("etc/k/b",),
+        ("etc/k/etcd.yaml",),
+    )
+    assert set(plan.unchanged) == {"etc/k", "etc/k/same"}
+    assert not aside.exists() and (root / "etc/k/a").read_bytes() == b"old-a"  # a plan only
+    done = apply_install(members, plan, chown=False)
+    assert done.applied
+    assert (root / "etc/k/a").read_bytes() == b"new-a"
+    assert (aside / "etc/k/a").read_bytes() == b"old-a"
+    assert (root / "etc/k/b").read_bytes() == b"b"
+    assert (root / "etc/k/mine").read_bytes() == b"the node's own"
+    assert not (root / "etc/k/etcd.yaml").exists()
+    (root / "etc/k/b").unlink()
+    (root / "etc/k/b").mkdir()
+    with pytest.raises(RestoreError, match="different kind"):
+        plan_install(members, root, aside, frozenset())
