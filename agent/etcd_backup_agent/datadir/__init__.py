@@ -1,0 +1,1 @@
+"""Native reading and writing of etcd data directories: db, WAL, snap."""
