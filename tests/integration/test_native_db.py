@@ -1,0 +1,355 @@
+"""The native ``member/snap/db`` step judged by etcdutl 3.5.1 and etcd 3.5.1.
+
+Each snapshot is made by a real etcd, restored by ``etcdutl snapshot restore`` and by
+``write_db`` with the same flags. ``write_db`` is given the members' JSON and the consistent
+index that etcdutl wrote: computing member IDs is the engine's part (tested there); what is
+judged here is the database transformation. ``etcdutl snapshot status`` of both files must
+agree in hash, revision, totalKey and totalSize, and the files must be byte-identical up to
+``totalSize`` (etcdutl's own output is byte-stable between runs: the test checks that too).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from etcd_backup_agent.datadir.bolt_write import BoltWriter
+from etcd_backup_agent.datadir.db import DbRewrite, write_db
+from etcd_backup_agent.snapshot.bolt import BoltFile
+from etcd_backup_agent.snapshot.check import check_db
+from tests.servers import EtcdServer, _client, etcd_bin, etcdutl_status, free_port, read_all
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "native-db-token"
+
+
+@dataclass(frozen=True)
+class Snap:
+    path: Path
+    written: dict[bytes, bytes]
+    revision: int
+
+
+def _batch_put(server: EtcdServer, items: list[tuple[bytes, bytes]], lease: object = None) -> None:
+    client = _client(server)
+    try:
+        for i in range(0, len(items), 100):
+            ops = [client.transactions.put(k, v, lease=lease) for k, v in items[i : i + 100]]
+            client.transaction(compare=[], success=ops, failure=[])
+    finally:
+        client.close()
+
+
+def _fill_small(server: EtcdServer) -> None:
+    _batch_put(server, [(f"/registry/a/{i:05d}".encode(), b"v" * (i % 300)) for i in range(400)])
+
+
+def _fill_empty(server: EtcdServer) -> None:
+    del server
+
+
+def _fill_auth(server: EtcdServer) -> None:
+    _fill_small(server)
+    for args in (
+        ("user", "add", "root:rootpw"),
+        ("role", "add", "root"),
+        ("user", "grant-role", "root", "root"),
+        ("user", "add", "alice:alicepw"),
+        ("role", "add", "reader"),
+        ("role", "grant-permission", "reader", "--prefix=true", "read", "/registry/"),
+        ("user", "grant-role", "alice", "reader"),
+        ("auth", "enable"),
+    ):
+        server.ctl(*args)
+
+
+def _fill_leases(server: EtcdServer) -> None:
+    client = _client(server)
+    try:
+        for i in range(20):
+            lease = client.lease(3600)
+            client.put(f"/registry/leases/{i:03d}", f"held-{i}", lease=lease)
+    finally:
+        client.close()
+    _fill_small(server)
+
+
+def _fill_compacted(server: EtcdServer) -> None:
+    for round_ in range(6):
+        _batch_put(
+            server,
+            [
+                (f"/registry/churn/{i:05d}".encode(), bytes([round_]) * (50 + i % 700))
+                for i in range(300)
+            ],
+        )
+    client = _client(server)
+    try:
+        for i in range(0, 300, 3):
+            client.delete(f"/registry/churn/{i:05d}")
+        header = json.loads(server.ctl("get", "x", "-w", "json").stdout)["header"]
+        client.compact(int(header["revision"]) - 50)
+    finally:
+        client.close()
+
+
+def _fill_big_values(server: EtcdServer) -> None:
+    _fill_small(server)
+    client = _client(server)
+    try:
+        for i in range(4):
+            client.put(f"/registry/big/{i}", bytes([65 + i]) * (600 * 1024))
+        client.put("/registry/big/1", b"replaced")
+    finally:
+        client.close()
+
+
+def _fill_large(server: EtcdServer) -> None:
+    """About 60 MB: 1 MB values (overflow pages) and 6000 small keys (a deep tree), then
+    churn and a compaction so that free pages of all sizes sit among the used ones."""
+    client = _client(server)
+    try:
+        for i in range(48):
+            client.put(f"/registry/blob/{i:03d}", bytes([i]) * (1000 * 1024))
+    finally:
+        client.close()
+    small = [(f"/registry/x/{i:06d}".encode(), b"y" * (100 + i % 2000)) for i in range(6000)]
+    _batch_put(server, small)
+    _batch_put(server, [(k, b"z" * 40) for k, _ in small[::3]])
+    client = _client(server)
+    try:
+        for i in range(0, 48, 5):
+            client.delete(f"/registry/blob/{i:03d}")
+        header = json.loads(server.ctl("get", "x", "-w", "json").stdout)["header"]
+        client.compact(int(header["revision"]))
+    finally:
+        client.close()
+
+
+FILLS: dict[str, Callable[[EtcdServer], None]] = {
+    "small": _fill_small,
+    "empty": _fill_empty,
+    "auth": _fill_auth,
+    "leases": _fill_leases,
+    "compacted": _fill_compacted,
+    "big-values": _fill_big_values,
+    "large": _fill_large,
+}
+
+_SNAPS: dict[str, Snap] = {}
+
+
+def _snapshot(kind: str, base: Path) -> Snap:
+    if kind in _SNAPS:
+        return _SNAPS[kind]
+    work = base / f"src-{kind}"
+    work.mkdir()
+    server = EtcdServer(work / "etcd").start()
+    try:
+        FILLS[kind](server)
+        user = ["--user", "root:rootpw"] if kind == "auth" else []
+        path = work / "snapshot.db"
+        server.ctl(*user, "snapshot", "save", str(path))
+        written = {} if kind == "auth" else read_all(server)
+    finally:
+        server.stop()
+    snap = Snap(path, written, etcdutl_status(path)["revision"])
+    _SNAPS[kind] = snap
+    return snap
+
+
+@pytest.fixture(scope="module")
+def snaps_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("native-db")
+
+
+def _cluster(names: list[str]) -> tuple[str, list[int]]:
+    ports = [free_port() for _ in names]
+    return ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, ports, strict=True)), ports
+
+
+def _etcdutl_restore(snapshot: Path, dst: Path, name: str, cluster: str, peer: str) -> Path:
+    subprocess.run(
+        [
+            etcd_bin("etcdutl"),
+            "snapshot",
+            "restore",
+            str(snapshot),
+            "--data-dir",
+            str(dst),
+            "--name",
+            name,
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-token",
+            TOKEN,
+            "--initial-advertise-peer-urls",
+            peer,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return dst / "member" / "snap" / "db"
+
+
+def _rewrite_from(db: Path, bump: int = 0) -> DbRewrite:
+    """The members and consistent index that etcdutl wrote (the engine computes them)."""
+    with BoltWriter(db) as w:
+        tx = w.begin()
+        members = tx.bucket(b"members")
+        meta = tx.bucket(b"meta")
+        assert members is not None and meta is not None
+        ci, term = meta.get(b"consistent_index"), meta.get(b"term")
+        assert ci is not None and term is not None
+        return DbRewrite(
+            members=list(members.items()),
+            consistent_index=struct.unpack(">Q", ci)[0],
+            term=struct.unpack(">Q", term)[0],
+            bump_revision=bump,
+            mark_compacted=bump > 0,
+        )
+
+
+def _data_bytes(db: Path) -> bytes:
+    with BoltFile(db) as f:
+        size = f.data_size
+    with db.open("rb") as fh:
+        return fh.read(size)
+
+
+CASES = [
+    ("small", 1),
+    ("small", 3),
+    ("empty", 1),
+    ("auth", 1),
+    ("leases", 3),
+    ("compacted", 1),
+    ("big-values", 1),
+    ("big-values", 3),
+    ("large", 3),
+]
+
+
+@pytest.mark.parametrize(("kind", "members"), CASES, ids=[f"{k}-{m}" for k, m in CASES])
+def test_db_equals_etcdutl(snaps_dir: Path, kind: str, members: int) -> None:
+    snap = _snapshot(kind, snaps_dir)
+    names = [f"m{i}" for i in range(members)]
+    cluster, ports = _cluster(names)
+    peer = f"http://127.0.0.1:{ports[0]}"
+    work = snaps_dir / f"case-{kind}-{members}"
+    work.mkdir()
+    ref = _etcdutl_restore(snap.path, work / "ref", names[0], cluster, peer)
+    again = _etcdutl_restore(snap.path, work / "ref2", names[0], cluster, peer)
+    before = snap.path.read_bytes()
+    with BoltWriter(snap.path) as src:
+        free_before = src.free.count(1)
+    if kind == "compacted":
+        assert free_before > 20, "the churned snapshot should hold free pages to reuse"
+    if kind == "large":
+        assert len(before) > 50 * 1024 * 1024 and free_before > 1000
+
+    out = work / "native-db"
+    seen: list[tuple[int, int]] = []
+    result = write_db(snap.path, out, _rewrite_from(ref), progress=lambda d, t: seen.append((d, t)))
+
+    assert snap.path.read_bytes() == before, "the source snapshot was modified"
+    want = etcdutl_status(ref)
+    assert etcdutl_status(again) == want, "etcdutl itself is not stable between runs"
+    assert etcdutl_status(out) == want
+    assert check_db(out) == []
+    assert _data_bytes(out) == _data_bytes(ref)
+    assert result.revision == want["revision"] and result.bumped_from is None
+    assert result.size == out.stat().st_size
+    assert out.stat().st_mode & 0o777 == ref.stat().st_mode & 0o777 == 0o600
+    assert seen and seen[-1][0] == seen[-1][1] == snap.path.stat().st_size - 32
+
+
+def _swap_db_and_start(ref_dir: Path, db: Path, name: str, peer_port: int) -> EtcdServer:
+    target = ref_dir / "member" / "snap" / "db"
+    shutil.copyfile(db, target)
+    cluster = f"{name}=http://127.0.0.1:{peer_port}"
+    return EtcdServer(
+        ref_dir,
+        name=name,
+        peer_port=peer_port,
+        initial_cluster=cluster,
+        initial_cluster_token=TOKEN,
+    ).start()
+
+
+@pytest.mark.parametrize("kind", ["small", "compacted", "big-values"])
+def test_etcd_serves_native_db(snaps_dir: Path, kind: str) -> None:
+    snap = _snapshot(kind, snaps_dir)
+    cluster, ports = _cluster(["solo"])
+    work = snaps_dir / f"serve-{kind}"
+    ref = _etcdutl_restore(
+        snap.path, work / "data", "solo", cluster, f"http://127.0.0.1:{ports[0]}"
+    )
+    out = work / "native-db"
+    write_db(snap.path, out, _rewrite_from(ref))
+    server = _swap_db_and_start(work / "data", out, "solo", ports[0])
+    try:
+        assert read_all(server) == snap.written
+        members = json.loads(server.ctl("member", "list", "-w", "json").stdout)["members"]
+        assert [(m["name"], m["peerURLs"]) for m in members] == [
+            ("solo", [f"http://127.0.0.1:{ports[0]}"])
+        ]
+        server.ctl("put", "/after/restore", "ok")
+        assert server.ctl("get", "/after/restore", "--print-value-only").stdout.strip() == b"ok"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["small", "compacted"])
+def test_bump_revision_marks_compacted(snaps_dir: Path, kind: str) -> None:
+    snap = _snapshot(kind, snaps_dir)
+    bump = 1_000_000
+    cluster, ports = _cluster(["solo"])
+    work = snaps_dir / f"bump-{kind}"
+    ref = _etcdutl_restore(
+        snap.path, work / "data", "solo", cluster, f"http://127.0.0.1:{ports[0]}"
+    )
+    out = work / "native-db"
+    result = write_db(snap.path, out, _rewrite_from(ref, bump=bump))
+    assert result.bumped_from == snap.revision
+    assert result.revision == snap.revision + bump
+    assert check_db(out) == []
+    assert etcdutl_status(out)["revision"] == snap.revision + bump
+    server = _swap_db_and_start(work / "data", out, "solo", ports[0])
+    try:
+        header = json.loads(server.ctl("get", "/registry/", "--prefix", "-w", "json").stdout)
+        assert int(header["header"]["revision"]) >= snap.revision + bump
+        watch = subprocess.run(
+            [*server.ctl_args(), "watch", "--rev", str(max(snap.revision - 1, 1)), "/registry/a/"],
+            capture_output=True,
+            timeout=60,
+        )
+        assert b"compacted" in watch.stdout + watch.stderr
+        server.ctl("put", "/after/bump", "yes")
+        got = json.loads(server.ctl("get", "/after/bump", "-w", "json").stdout)
+        assert int(got["kvs"][0]["mod_revision"]) > snap.revision + bump
+        assert read_all(server) == {**snap.written, b"/after/bump": b"yes"}
+    finally:
+        server.stop()
+
+
+def test_refuses_existing_target_and_bad_flags(snaps_dir: Path) -> None:
+    snap = _snapshot("small", snaps_dir)
+    target = snaps_dir / "exists-db"
+    target.write_bytes(b"keep me")
+    rw = DbRewrite(members=[(b"1", b"{}")], consistent_index=1, term=1)
+    with pytest.raises(FileExistsError):
+        write_db(snap.path, target, rw)
+    assert target.read_bytes() == b"keep me"
+    with pytest.raises(ValueError, match="mark_compacted"):
+        write_db(snap.path, snaps_dir / "x-db", DbRewrite([], 1, 1, bump_revision=5))
+    assert not (snaps_dir / "x-db").exists()
