@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from etcd_backup_agent.datadir.bolt_write import BoltWriter
-from etcd_backup_agent.datadir.db import DbRewrite, write_db
+from etcd_backup_agent.datadir.db import DbRewrite, DbWriteError, write_db
 from etcd_backup_agent.snapshot.bolt import BoltFile
 from etcd_backup_agent.snapshot.check import check_db
 from tests.servers import EtcdServer, _client, etcd_bin, etcdutl_status, free_port, read_all
@@ -176,7 +176,9 @@ def _cluster(names: list[str]) -> tuple[str, list[int]]:
     return ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, ports, strict=True)), ports
 
 
-def _etcdutl_restore(snapshot: Path, dst: Path, name: str, cluster: str, peer: str) -> Path:
+def _etcdutl_restore(
+    snapshot: Path, dst: Path, name: str, cluster: str, peer: str, *extra: str
+) -> Path:
     subprocess.run(
         [
             etcd_bin("etcdutl"),
@@ -193,6 +195,7 @@ def _etcdutl_restore(snapshot: Path, dst: Path, name: str, cluster: str, peer: s
             TOKEN,
             "--initial-advertise-peer-urls",
             peer,
+            *extra,
         ],
         check=True,
         capture_output=True,
@@ -353,3 +356,22 @@ def test_refuses_existing_target_and_bad_flags(snaps_dir: Path) -> None:
     with pytest.raises(ValueError, match="mark_compacted"):
         write_db(snap.path, snaps_dir / "x-db", DbRewrite([], 1, 1, bump_revision=5))
     assert not (snaps_dir / "x-db").exists()
+
+
+def test_snapshot_without_trailer(snaps_dir: Path) -> None:
+    """A raw db copy (no trailer) against ``etcdutl snapshot restore --skip-hash-check``."""
+    snap = _snapshot("compacted", snaps_dir)
+    work = snaps_dir / "no-trailer"
+    work.mkdir()
+    raw = work / "raw.db"
+    raw.write_bytes(snap.path.read_bytes()[:-32])
+    cluster, ports = _cluster(["solo"])
+    peer = f"http://127.0.0.1:{ports[0]}"
+    ref = _etcdutl_restore(raw, work / "ref", "solo", cluster, peer, "--skip-hash-check")
+    with pytest.raises(DbWriteError, match="no sha256 trailer"):
+        write_db(raw, work / "refused-db", _rewrite_from(ref))
+    assert not (work / "refused-db").exists()
+    out = work / "native-db"
+    write_db(raw, out, _rewrite_from(ref), has_trailer=False)
+    assert etcdutl_status(out) == etcdutl_status(ref)
+    assert _data_bytes(out) == _data_bytes(ref)

@@ -298,7 +298,7 @@ def _initial(draw_sizes: list[int]) -> dict[bytes, Tree]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=3, max_size=3),

@@ -93,6 +93,9 @@ def write_db(
     total = size - TRAILER_SIZE if has_trailer else size
     if total <= 0:
         raise DbWriteError(f"{snapshot}: too short to be an etcd snapshot ({size} bytes)")
+    if has_trailer and size % 512 != TRAILER_SIZE:
+        # etcdutl's own test: a bolt file is whole pages, a trailer adds exactly 32 bytes.
+        raise DbWriteError(f"{snapshot}: has no sha256 trailer (size {size} is not pages + 32)")
     _copy(snapshot, out, total, progress)
     try:
         with BoltWriter(out) as db:
