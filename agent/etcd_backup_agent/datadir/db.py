@@ -14,6 +14,18 @@ backend four times, each time in one bbolt write transaction committed on close:
 
 Each reopen recomputes bbolt's free list, so pages freed by one step are reused by the next:
 doing the same commits in the same order is what makes ``totalSize`` (``meta.pgid``) equal.
+
+etcdutl 3.6 (release-3.6 source; no 3.6 binary to test against) makes the same four commits
+with the same keys (``UpdateConsistentIndexForce`` writes the same two keys) on bbolt 1.4.3,
+whose split, spill and array-freelist allocation are unchanged for these edits; its rebalance
+threshold became ``pageSize * FillPercent / 2``, equal to 1.3.6's ``pageSize / 4`` at the
+default fill percent these edits use. A 3.6 snapshot's ``meta/storageVersion`` is left as is,
+as etcdutl 3.6 leaves it.
+
+Where bbolt itself is not deterministic (Go map order when several non-inline child buckets
+are dirty in one commit) the page ids could differ; etcdutl's commits dirty at most one
+non-inline bucket each for etcd's layout, so this does not arise. The file is sized to exactly
+``pgid * pageSize``; bbolt grows files in larger steps, so ``size`` may differ from etcdutl's.
 """
 
 from __future__ import annotations
