@@ -134,7 +134,27 @@ def _fill_large(server: EtcdServer) -> None:
         client.close()
 
 
+def _fill_removed_members(server: EtcdServer) -> None:
+    """80 learners added and removed: ``members_removed`` outgrows an inline bucket (1 KB),
+    so etcdutl's trim empties a bucket that has its own pages."""
+    _fill_small(server)
+    for i in range(80):
+        added = json.loads(
+            server.ctl(
+                "member",
+                "add",
+                f"gone{i}",
+                "--learner",
+                f"--peer-urls=http://127.0.0.2:{i + 3000}",
+                "-w",
+                "json",
+            ).stdout
+        )
+        server.ctl("member", "remove", f"{added['member']['ID']:x}")
+
+
 FILLS: dict[str, Callable[[EtcdServer], None]] = {
+    "removed-members": _fill_removed_members,
     "small": _fill_small,
     "empty": _fill_empty,
     "auth": _fill_auth,
@@ -239,6 +259,7 @@ CASES = [
     ("big-values", 1),
     ("big-values", 3),
     ("large", 3),
+    ("removed-members", 1),
 ]
 
 
@@ -257,6 +278,10 @@ def test_db_equals_etcdutl(snaps_dir: Path, kind: str, members: int) -> None:
         free_before = src.free.count(1)
     if kind == "compacted":
         assert free_before > 20, "the churned snapshot should hold free pages to reuse"
+    if kind == "removed-members":
+        with BoltWriter(snap.path) as src:
+            removed = src.begin().bucket(b"members_removed")
+            assert removed is not None and removed.root != 0, "members_removed should have pages"
     if kind == "large":
         assert len(before) > 50 * 1024 * 1024 and free_before > 1000
 
