@@ -5,7 +5,9 @@ Each snapshot is made by a real etcd, restored by ``etcdutl snapshot restore`` a
 index that etcdutl wrote: computing member IDs is the engine's part (tested there); what is
 judged here is the database transformation. ``etcdutl snapshot status`` of both files must
 agree in hash, revision, totalKey and totalSize, and the files must be byte-identical up to
-``totalSize`` (etcdutl's own output is byte-stable between runs: the test checks that too).
+``totalSize``. etcdutl's own output is byte-stable between runs except when etcd's 100 ms
+batch timer splits one of its steps into two commits: ``_etcdutl_reference`` names that part
+and sets such runs aside.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,23 +137,28 @@ def _fill_large(server: EtcdServer) -> None:
         client.close()
 
 
+def _ctl_retry(server: EtcdServer, *args: str) -> bytes:
+    """etcd refuses a membership change while it is still applying the previous one
+    ("unhealthy cluster" / "request timed out"): retry for a while, then fail with its words."""
+    r = server.ctl(*args, check=False)
+    for _attempt in range(40):
+        if r.returncode == 0:
+            return r.stdout
+        time.sleep(0.5)
+        r = server.ctl(*args, check=False)
+    raise AssertionError(f"etcdctl {' '.join(args)}: {r.stderr.decode()}")
+
+
 def _fill_removed_members(server: EtcdServer) -> None:
     """80 learners added and removed: ``members_removed`` outgrows an inline bucket (1 KB),
     so etcdutl's trim empties a bucket that has its own pages."""
     _fill_small(server)
     for i in range(80):
+        peer = f"--peer-urls=http://127.0.0.2:{i + 3000}"
         added = json.loads(
-            server.ctl(
-                "member",
-                "add",
-                f"gone{i}",
-                "--learner",
-                f"--peer-urls=http://127.0.0.2:{i + 3000}",
-                "-w",
-                "json",
-            ).stdout
+            _ctl_retry(server, "member", "add", f"gone{i}", "--learner", peer, "-w", "json")
         )
-        server.ctl("member", "remove", f"{added['member']['ID']:x}")
+        _ctl_retry(server, "member", "remove", f"{added['member']['ID']:x}")
 
 
 FILLS: dict[str, Callable[[EtcdServer], None]] = {
@@ -224,6 +232,49 @@ def _etcdutl_restore(
     return dst / "member" / "snap" / "db"
 
 
+ETCDUTL_COMMITS = 3
+"""bbolt commits etcdutl 3.5.1 makes on the db without a revision bump: trim, members, index."""
+
+
+def _txid(db: Path) -> int:
+    with BoltFile(db) as f:
+        return f.meta.txid
+
+
+def _etcdutl_reference(
+    snapshot: Path, work: Path, name: str, cluster: str, peer: str, *extra: str
+) -> tuple[Path | None, list[Path]]:
+    """(a regular etcdutl restore or None, all the runs made).
+
+    The part of etcdutl's output that varies between runs: etcd's backend also commits
+    pending writes every 100 ms (its batch interval). On a loaded machine the timer often
+    fires between a step's last write and its close, adding an empty commit (txid + 1, the
+    other meta slot, no page changes), and rarely in the middle of a step, splitting it into
+    two commits (other page ids). A regular run has exactly the designed commits; up to four
+    runs are made to get one.
+    """
+    want_txid = _txid(snapshot) + ETCDUTL_COMMITS
+    runs: list[Path] = []
+    for i in range(4):
+        db = _etcdutl_restore(snapshot, work / f"ref{i}", name, cluster, peer, *extra)
+        runs.append(db)
+        if _txid(db) == want_txid:
+            return db, runs
+    return None, runs
+
+
+def _assert_same_as_etcdutl(out: Path, regular: Path | None, runs: list[Path]) -> None:
+    """Status and bytes equal to a regular run; without one (every run got timer commits),
+    status and every page but the two meta pages equal to one of the runs."""
+    if regular is not None:
+        assert etcdutl_status(out) == etcdutl_status(regular)
+        assert _data_bytes(out) == _data_bytes(regular)
+        return
+    ours = etcdutl_status(out), _data_bytes(out)[2 * 4096 :]
+    theirs = [(etcdutl_status(r), _data_bytes(r)[2 * 4096 :]) for r in runs]
+    assert ours in theirs, f"no etcdutl run matches; statuses {[t[0] for t in theirs]}"
+
+
 def _rewrite_from(db: Path, bump: int = 0) -> DbRewrite:
     """The members and consistent index that etcdutl wrote (the engine computes them)."""
     with BoltWriter(db) as w:
@@ -271,8 +322,8 @@ def test_db_equals_etcdutl(snaps_dir: Path, kind: str, members: int) -> None:
     peer = f"http://127.0.0.1:{ports[0]}"
     work = snaps_dir / f"case-{kind}-{members}"
     work.mkdir()
-    ref = _etcdutl_restore(snap.path, work / "ref", names[0], cluster, peer)
-    again = _etcdutl_restore(snap.path, work / "ref2", names[0], cluster, peer)
+    regular, runs = _etcdutl_reference(snap.path, work, names[0], cluster, peer)
+    ref = runs[0]
     before = snap.path.read_bytes()
     with BoltWriter(snap.path) as src:
         free_before = src.free.count(1)
@@ -291,10 +342,8 @@ def test_db_equals_etcdutl(snaps_dir: Path, kind: str, members: int) -> None:
 
     assert snap.path.read_bytes() == before, "the source snapshot was modified"
     want = etcdutl_status(ref)
-    assert etcdutl_status(again) == want, "etcdutl itself is not stable between runs"
-    assert etcdutl_status(out) == want
+    _assert_same_as_etcdutl(out, regular, runs)
     assert check_db(out) == []
-    assert _data_bytes(out) == _data_bytes(ref)
     assert result.revision == want["revision"] and result.bumped_from is None
     assert result.size == out.stat().st_size
     assert out.stat().st_mode & 0o777 == ref.stat().st_mode & 0o777 == 0o600
@@ -392,11 +441,11 @@ def test_snapshot_without_trailer(snaps_dir: Path) -> None:
     raw.write_bytes(snap.path.read_bytes()[:-32])
     cluster, ports = _cluster(["solo"])
     peer = f"http://127.0.0.1:{ports[0]}"
-    ref = _etcdutl_restore(raw, work / "ref", "solo", cluster, peer, "--skip-hash-check")
+    regular, runs = _etcdutl_reference(raw, work, "solo", cluster, peer, "--skip-hash-check")
+    ref = runs[0]
     with pytest.raises(DbWriteError, match="no sha256 trailer"):
         write_db(raw, work / "refused-db", _rewrite_from(ref))
     assert not (work / "refused-db").exists()
     out = work / "native-db"
     write_db(raw, out, _rewrite_from(ref), has_trailer=False)
-    assert etcdutl_status(out) == etcdutl_status(ref)
-    assert _data_bytes(out) == _data_bytes(ref)
+    _assert_same_as_etcdutl(out, regular, runs)
