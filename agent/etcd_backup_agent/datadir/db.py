@@ -22,6 +22,9 @@ threshold became ``pageSize * FillPercent / 2``, equal to 1.3.6's ``pageSize / 4
 default fill percent these edits use. A 3.6 snapshot's ``meta/storageVersion`` is left as is,
 as etcdutl 3.6 leaves it.
 
+etcdutl itself varies in one way: etcd's backend also commits pending writes every 100 ms,
+so on a loaded machine a step may get an extra (usually empty) commit; such runs differ from
+this one in txid and meta slot, and when the timer splits a step, in page ids.
 Where bbolt itself is not deterministic (Go map order when several non-inline child buckets
 are dirty in one commit) the page ids could differ; etcdutl's commits dirty at most one
 non-inline bucket each for etcd's layout, so this does not arise. The file is sized to exactly
