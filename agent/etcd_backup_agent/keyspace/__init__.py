@@ -1,0 +1,1 @@
+"""What is inside a snapshot, read natively: Kubernetes keyspace analysis, diff, extract."""

@@ -1,0 +1,387 @@
+"""The ``key`` bucket as one sortable record per revision, sorted by user key in bounded memory.
+
+etcd's ``key`` bucket is ordered by revision, not by key, so "the latest revision of each
+key" needs a sort. Each revision becomes one bytes record::
+
+    escaped user key, 00 01, main (8 BE), sub (8 BE), flags (1), value size (4 BE),
+    marker index (1) [, value hash (8)]
+
+The escaping (00 -> 00 FF, then the 00 01 terminator) keeps byte order, so plain bytes
+comparison sorts records by (key, revision): the C sort and ``heapq.merge`` do all the
+comparing. Records are collected up to a memory budget, then sorted and spilled to a
+private temporary directory; the sorted runs are merged as a stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ..snapshot.bolt import BoltFile
+from .k8s_values import ENC_MAGIC, ENCODINGS, encoding_of, encrypted_marker
+from .tree import Bucket, find_bucket, leaves
+
+SEP = b"\x00\x01"
+TOMBSTONE = 0x01
+TRAILER = 8 + 8 + 1 + 4 + 1
+HASH_SIZE = 8
+RECORD_OVERHEAD = 90
+"""Bytes a record costs in memory beyond its length (object header + list slot), roughly."""
+
+MAX_MARKERS = 250
+_ENC_INDEX = {name: i for i, name in enumerate(ENCODINGS)}
+_VARINT = rb"[\x80-\xff]{0,9}[\x00-\x7f]"
+# etcd marshals mvccpb.KeyValue in field order: create_revision=2, mod_revision=3,
+# version=4 (varints), value=5; lease=6 may follow the value.
+_AFTER_KEY = re.compile(
+    rb"(?:\x10" + _VARINT + rb")?(?:\x18" + _VARINT + rb")?(?:\x20" + _VARINT + rb")?"
+    rb"(?:\x2a(" + _VARINT + rb"))?",
+    re.S,
+)
+_LEASE = re.compile(rb"\x30" + _VARINT, re.S)
+
+
+def _varint(b: bytes) -> int:
+    n = 0
+    for shift, byte in enumerate(b):
+        n |= (byte & 0x7F) << (7 * shift)
+    return n
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def kv_parts_slow(v: bytes) -> tuple[bytes, int, int]:
+    """(key, value offset, value size) of an mvccpb.KeyValue in any field order."""
+    key = b""
+    voff = vlen = 0
+    i, n = 0, len(v)
+    while i < n:
+        tag, i = _read_varint(v, i)
+        wire = tag & 7
+        if wire == 0:
+            _, i = _read_varint(v, i)
+        elif wire == 2:
+            size, i = _read_varint(v, i)
+            if i + size > n:
+                raise ValueError("truncated KeyValue field")
+            if tag >> 3 == 1:
+                key = v[i : i + size]
+            elif tag >> 3 == 5:
+                voff, vlen = i, size
+            i += size
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire} in a KeyValue")
+    if i > n:
+        raise ValueError("truncated KeyValue")
+    return key, voff, vlen
+
+
+def kv_parts(v: bytes) -> tuple[bytes, int, int]:
+    """(key, value offset, value size) of an mvccpb.KeyValue; ValueError when malformed."""
+    if len(v) > 2 and v[0] == 0x0A and v[1] < 0x80:
+        start = 2 + v[1]
+        m = _AFTER_KEY.match(v, start)
+        if m is not None:
+            end = m.end()
+            lb = m.group(1)
+            if lb is None:
+                if end == len(v) or _LEASE.fullmatch(v, end):
+                    return v[2:start], end, 0
+            else:
+                size = lb[0] if len(lb) == 1 else _varint(lb)
+                stop = end + size
+                if stop == len(v) or (stop < len(v) and _LEASE.fullmatch(v, stop)):
+                    return v[2:start], end, size
+    return kv_parts_slow(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Rev:
+    """One decoded record: a revision of one user key."""
+
+    key: bytes
+    main: int
+    sub: int
+    tombstone: bool
+    value_size: int
+    encoding: str
+    marker: int
+    digest: bytes
+
+    @property
+    def rev_key(self) -> bytes:
+        """The bolt key of this revision in the ``key`` bucket."""
+        rk = self.main.to_bytes(8, "big") + b"_" + self.sub.to_bytes(8, "big")
+        return rk + b"t" if self.tombstone else rk
+
+
+def decode_record(rec: bytes, hashed: bool) -> Rev:
+    """A record back into its fields."""
+    tail = TRAILER + (HASH_SIZE if hashed else 0)
+    t = rec[-tail:]
+    key = rec[: -tail - 2]
+    if b"\x00" in key:
+        key = key.replace(b"\x00\xff", b"\x00")
+    flags = t[16]
+    return Rev(
+        key=key,
+        main=int.from_bytes(t[0:8], "big"),
+        sub=int.from_bytes(t[8:16], "big"),
+        tombstone=bool(flags & TOMBSTONE),
+        value_size=int.from_bytes(t[17:21], "big"),
+        encoding=ENCODINGS[(flags >> 1) & 3],
+        marker=t[21],
+        digest=t[22:30] if hashed else b"",
+    )
+
+
+def key_part(rec: bytes, hashed: bool) -> bytes:
+    """The escaped-key part of a record: equal for every revision of one key."""
+    return rec[: -(TRAILER + (HASH_SIZE if hashed else 0))]
+
+
+class Markers:
+    """Encryption markers seen (``provider:version:key name``), numbered from 1, bounded."""
+
+    def __init__(self) -> None:
+        self.index: dict[bytes, int] = {}
+        self.names: list[str] = [""]
+
+    def of(self, value: bytes, voff: int) -> int:
+        marker = encrypted_marker(value[voff : voff + 600])
+        if marker is None:
+            return 0
+        label = f"{marker.provider}:{marker.version}:{marker.key_name}"
+        raw = label.encode()
+        idx = self.index.get(raw)
+        if idx is None:
+            if len(self.names) > MAX_MARKERS:
+                return 0
+            idx = len(self.names)
+            self.index[raw] = idx
+            self.names.append(label)
+        return idx
+
+
+class Sorter:
+    """Collect records; sort them in memory up to ``budget`` bytes, spill sorted runs beyond."""
+
+    def __init__(self, work_dir: Path, budget: int) -> None:
+        self.work_dir = work_dir
+        self.budget = max(budget, 1 << 20)
+        self.buf: list[bytes] = []
+        self.used = 0
+        self.runs: list[Path] = []
+        self.spilled_bytes = 0
+        self._tmp: Path | None = None
+
+    def add(self, rec: bytes) -> None:
+        self.buf.append(rec)
+        self.used += len(rec) + RECORD_OVERHEAD
+        if self.used >= self.budget:
+            self._spill()
+
+    def extend(self, recs: list[bytes]) -> None:
+        self.buf.extend(recs)
+        self.used += sum(map(len, recs)) + RECORD_OVERHEAD * len(recs)
+        if self.used >= self.budget:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._tmp is None:
+            self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._tmp = Path(tempfile.mkdtemp(prefix="inspect-", dir=self.work_dir))
+        self.buf.sort()
+        path = self._tmp / f"run-{len(self.runs):05d}"
+        with open(path, "xb", buffering=1 << 20) as f:
+            out: list[bytes] = []
+            for rec in self.buf:
+                out.append(len(rec).to_bytes(4, "big"))
+                out.append(rec)
+                if len(out) >= 8192:
+                    f.write(b"".join(out))
+                    out.clear()
+            f.write(b"".join(out))
+            self.spilled_bytes += f.tell()
+        self.runs.append(path)
+        self.buf = []
+        self.used = 0
+
+    def sorted(self) -> Iterator[bytes]:
+        """Every record, in byte order."""
+        if not self.runs:
+            self.buf.sort()
+            return iter(self.buf)
+        if self.buf:
+            self._spill()
+        return heapq.merge(*(_read_run(p) for p in self.runs))
+
+    def close(self) -> None:
+        self.buf = []
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> Sorter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _read_run(path: Path) -> Iterator[bytes]:
+    with open(path, "rb", buffering=1 << 20) as f:
+        read = f.read
+        while True:
+            head = read(4)
+            if len(head) < 4:
+                return
+            yield read(int.from_bytes(head, "big"))
+
+
+KeyFilter = Callable[[bytes], bool]
+
+
+@dataclass
+class ScanInfo:
+    """What the scan learned besides the records."""
+
+    revisions: int = 0
+    undecodable: int = 0
+
+
+def scan_key_bucket(
+    db: BoltFile,
+    sorter: Sorter,
+    markers: Markers,
+    *,
+    hashed: bool = False,
+    want: KeyFilter | None = None,
+) -> ScanInfo:
+    """Feed one record per revision of the ``key`` bucket (those ``want`` accepts) to ``sorter``."""
+    info = ScanInfo()
+    bucket = find_bucket(db, b"key")
+    if bucket is None:
+        return info
+    enc_index = _ENC_INDEX
+    proto, json_, other = enc_index["protobuf"] << 1, enc_index["json"] << 1, enc_index["other"] << 1
+    encrypted = enc_index["encrypted"] << 1
+    sep = SEP
+    blake = hashlib.blake2b
+    for items in leaves(db, bucket):
+        out: list[bytes] = []
+        for _, k, v in items:
+            try:
+                ukey, voff, vlen = kv_parts(v)
+            except ValueError:
+                info.undecodable += 1
+                continue
+            if want is not None and not want(ukey):
+                continue
+            marker = 0
+            if len(k) == 18:
+                flags = TOMBSTONE | other
+            else:
+                head = v[voff : voff + 8]
+                if head[:4] == b"k8s\x00":
+                    flags = proto
+                elif head == ENC_MAGIC:
+                    flags = encrypted
+                    marker = markers.of(v, voff)
+                elif head[:1] == b"{":
+                    flags = json_
+                else:
+                    flags = enc_index[encoding_of(v[voff : voff + vlen])] << 1
+            rec = (
+                ukey.replace(b"\x00", b"\x00\xff")
+                + sep
+                + k[0:8]
+                + k[9:17]
+                + bytes((flags,))
+                + vlen.to_bytes(4, "big")
+                + bytes((marker,))
+            )
+            if hashed:
+                rec += blake(v[voff : voff + vlen], digest_size=HASH_SIZE).digest()
+            out.append(rec)
+        info.revisions += len(out)
+        sorter.extend(out)
+    return info
+
+
+def grouped(records: Iterable[bytes], hashed: bool) -> Iterator[list[bytes]]:
+    """Records grouped per user key (every revision of one key, oldest first)."""
+    tail = TRAILER + (HASH_SIZE if hashed else 0)
+    group: list[bytes] = []
+    current = b""
+    for rec in records:
+        kp = rec[:-tail]
+        if kp != current:
+            if group:
+                yield group
+            group = [rec]
+            current = kp
+        else:
+            group.append(rec)
+    if group:
+        yield group
+
+
+@contextlib.contextmanager
+def sorted_revisions(
+    db: BoltFile,
+    work_dir: Path,
+    budget: int,
+    *,
+    hashed: bool = False,
+    want: KeyFilter | None = None,
+) -> Iterator[tuple[Iterator[list[bytes]], ScanInfo, Markers, Sorter]]:
+    """Scan, sort, and yield the per-key groups; spill files are removed afterwards."""
+    markers = Markers()
+    with Sorter(work_dir, budget) as sorter:
+        info = scan_key_bucket(db, sorter, markers, hashed=hashed, want=want)
+        yield grouped(sorter.sorted(), hashed), info, markers, sorter
+
+
+def meta_compact_revision(db: BoltFile) -> int:
+    """``finishedCompactRev`` of the ``meta`` bucket (0 when never compacted)."""
+    from .tree import get
+
+    bucket: Bucket | None = find_bucket(db, b"meta")
+    if bucket is None:
+        return 0
+    raw = get(db, bucket, b"finishedCompactRev")
+    if raw is None or len(raw) < 8:
+        return 0
+    return int.from_bytes(raw[:8], "big")
+
+
+def default_work_dir() -> Path:
+    """A fallback for spill files when no spool is configured."""
+    return Path(os.environ.get("TMPDIR", "/var/tmp"))
