@@ -188,6 +188,19 @@ class BundleSettings:
 
 
 @dataclass(frozen=True)
+class InspectSettings:
+    """[inspect]: the keyspace analysis (every backup, and inspect/diff/extract)."""
+
+    on_backup: bool = True
+    prefixes: tuple[str, ...] = ("/registry/",)
+    top_resources: int = 20
+    top_objects: int = 20
+    top_namespaces: int = 10
+    memory_budget: int = 64 * 1024 * 1024
+    work_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     shutdown_grace: float = 60.0
 
@@ -216,6 +229,7 @@ class Settings:
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     drill: DrillSettings = field(default_factory=DrillSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    inspect: InspectSettings = field(default_factory=InspectSettings)
     log: LogSettings = field(default_factory=LogSettings)
     bundle: BundleSettings = field(default_factory=BundleSettings)
 
@@ -531,6 +545,8 @@ def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
     daemon = DaemonSettings(shutdown_grace=daemon_s.duration("shutdown_grace", 60.0))
     daemon_s.finish()
 
+    inspect = _inspect(root.sub("inspect"))
+
     log_s = root.sub("log")
     log = LogSettings(
         level=log_s.string("level", "info", ("debug", "info", "warning", "error")),
@@ -560,6 +576,7 @@ def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
         restore=restore,
         drill=drill,
         daemon=daemon,
+        inspect=inspect,
         log=log,
         bundle=bundle,
     )
@@ -585,6 +602,26 @@ def _bundle(s: _Section) -> BundleSettings:
         exclude=s.str_list("exclude", ()),
         max_bytes=s.size("max_bytes", BundleSettings.max_bytes),
     )
+    s.finish()
+    return settings
+
+
+def _inspect(s: _Section) -> InspectSettings:
+    prefixes = s.str_list("prefixes", InspectSettings.prefixes)
+    if not prefixes or any(not p.startswith("/") or not p.strip("/") for p in prefixes):
+        s.problem("prefixes", "expected key prefixes such as ['/registry/', '/kubernetes.io/']")
+        prefixes = InspectSettings.prefixes
+    settings = InspectSettings(
+        on_backup=s.boolean("on_backup", True),
+        prefixes=prefixes,
+        top_resources=s.integer("top_resources", 20, minimum=1, maximum=200),
+        top_objects=s.integer("top_objects", 20, minimum=0, maximum=1000),
+        top_namespaces=s.integer("top_namespaces", 10, minimum=0, maximum=1000),
+        memory_budget=s.size("memory_budget", 64 * 1024 * 1024),
+        work_dir=s.path_("work_dir", None),
+    )
+    if settings.memory_budget < 1024 * 1024:
+        s.problem("memory_budget", "expected at least 1MiB")
     s.finish()
     return settings
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .bundle.record import BundleRecord
+from .keyspace.summary import KeyspaceSummary
 
 FORMAT_VERSION = 1
 OBJECT_SUFFIX = ".db.zst.age"
@@ -106,6 +107,7 @@ class Manifest:
     retain_until: str | None = None
     agent_version: str = ""
     duration_seconds: float = 0.0
+    keyspace: KeyspaceSummary | None = None
     format_version: int = FORMAT_VERSION
     # the control-plane bundle sealed beside the snapshot (bundle/); None in older manifests
     bundle: BundleRecord | None = None
@@ -119,6 +121,8 @@ class Manifest:
         d["encryption"]["recipients"] = list(self.encryption.recipients)
         if self.bundle is None:
             del d["bundle"]
+        if d["keyspace"] is None:
+            del d["keyspace"]  # optional: absent in manifests without an analysis
         order = ["format_version", "id", "object", "created_at"]
         return {k: d[k] for k in order} | {k: v for k, v in d.items() if k not in order}
 
@@ -145,6 +149,7 @@ class Manifest:
         )
         if kwargs.get("bundle") is not None:
             kwargs["bundle"] = BundleRecord.from_dict(kwargs["bundle"])
+        kwargs["keyspace"] = KeyspaceSummary.from_dict(kwargs.get("keyspace"))
         try:
             return cls(**kwargs)
         except TypeError as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..snapshot.bolt import BoltFile
-from .k8s_keys import OTHER, normalize_prefixes, parse_key
+from .k8s_keys import OTHER, normalize_prefixes, parent_decides, parse_key
 from .k8s_values import ENCODINGS
 from .records import TOMBSTONE, TRAILER, sorted_revisions
 from .summary import KeyspaceSummary, ResourceSummary
@@ -193,27 +193,45 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
     tail = TRAILER
     encodings = ENCODINGS
     with sorted_revisions(db, work_dir, options.memory_budget) as (groups, info, markers, sorter):
+        last_head = b"\x01"
+        cacheable = False
+        k = parse_key(b"", prefixes)
+        acc = _Acc()
         for group in groups:
             first = group[0]
             key = first[: -tail - 2]
             if b"\x00" in key:
                 key = key.replace(b"\x00\xff", b"\x00")
-            k = parse_key(key, prefixes)
-            acc = accs.get(k.resource)
-            if acc is None:
-                if len(accs) >= MAX_RESOURCES:
-                    acc = accs.setdefault(OVERFLOW, _Acc())
-                else:
-                    acc = accs[k.resource] = _Acc()
+            # neighbours in key order share their parent path: classify it once
+            head = key[: key.rfind(b"/") + 1]
+            if head != last_head or not cacheable:
+                last_head = head
+                cacheable = parent_decides(head, prefixes)
+                k = parse_key(key, prefixes)
+                got = accs.get(k.resource)
+                if got is None:
+                    if len(accs) >= MAX_RESOURCES:
+                        got = accs.setdefault(OVERFLOW, _Acc())
+                    else:
+                        got = accs[k.resource] = _Acc()
+                acc = got
             klen = len(key)
-            all_bytes = 0
-            tombs = 0
-            for rec in group:
-                if rec[-6] & TOMBSTONE:
-                    tombs += 1
-                    all_bytes += klen
+            if len(group) == 1:
+                if first[-6] & TOMBSTONE:
+                    tombs = 1
+                    all_bytes = klen
                 else:
-                    all_bytes += klen + int.from_bytes(rec[-5:-1], "big")
+                    tombs = 0
+                    all_bytes = klen + int.from_bytes(first[-5:-1], "big")
+            else:
+                all_bytes = 0
+                tombs = 0
+                for rec in group:
+                    if rec[-6] & TOMBSTONE:
+                        tombs += 1
+                        all_bytes += klen
+                    else:
+                        all_bytes += klen + int.from_bytes(rec[-5:-1], "big")
             last = group[-1]
             flags = last[-6]
             acc.revisions += len(group)
@@ -222,7 +240,7 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
             live = not flags & TOMBSTONE
             size = 0
             if live:
-                size = klen + int.from_bytes(last[-5:-1], "big")
+                size = all_bytes if len(group) == 1 else klen + int.from_bytes(last[-5:-1], "big")
                 acc.objects += 1
                 acc.bytes += size
                 enc = (flags >> 1) & 3

@@ -49,7 +49,7 @@ def _classify(parts: list[str]) -> K8sKey:
     if head == "services" and len(parts) > 1 and parts[1] in _SERVICES:
         resource = _SERVICES[parts[1]]
         rest = parts[2:]
-    elif "." in head and len(parts) > 1:
+    elif "." in head and len(parts) > 2:
         # kubectl names a custom resource <plural>.<group>
         resource = f"{parts[1]}.{head}"
         rest = parts[2:]
@@ -61,7 +61,8 @@ def _classify(parts: list[str]) -> K8sKey:
     return K8sKey(resource, None, rest[0] if rest else "")
 
 
-def resource_of(key: bytes, prefixes: tuple[bytes, ...]) -> tuple[str, str | None]:
-    """(resource, namespace) of a key: the hot path of the analysis."""
-    k = parse_key(key, prefixes)
-    return k.resource, k.namespace
+def parent_decides(parent: bytes, prefixes: tuple[bytes, ...]) -> bool:
+    """True when every key directly under ``parent`` (which ends in ``/``) has the same
+    resource and namespace, so one classification serves them all: anything but a
+    prefix itself (``/registry/a`` and ``/registry/b`` are different resources)."""
+    return bool(parent) and parent not in prefixes

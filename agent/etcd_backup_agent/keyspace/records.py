@@ -3,8 +3,8 @@
 etcd's ``key`` bucket is ordered by revision, not by key, so "the latest revision of each
 key" needs a sort. Each revision becomes one bytes record::
 
-    escaped user key, 00 01, main (8 BE), sub (8 BE), flags (1), value size (4 BE),
-    marker index (1) [, value hash (8)]
+    escaped user key, 00 01, revision key (main 8 BE, "_", sub 8 BE), flags (1),
+    value size (4 BE), marker index (1) [, value hash (8)]
 
 The escaping (00 -> 00 FF, then the 00 01 terminator) keeps byte order, so plain bytes
 comparison sorts records by (key, revision): the C sort and ``heapq.merge`` do all the
@@ -20,22 +20,23 @@ import heapq
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..snapshot.bolt import BoltFile
+from ..snapshot.bolt import PAGE_HEADER_SIZE, BoltFile
 from .k8s_values import ENC_MAGIC, ENCODINGS, encoding_of, encrypted_marker
-from .tree import Bucket, find_bucket, leaves
+from .tree import Bucket, find_bucket, leaf_pages
 
 SEP = b"\x00\x01"
 TOMBSTONE = 0x01
-TRAILER = 8 + 8 + 1 + 4 + 1
+TRAILER = 17 + 1 + 4 + 1
 HASH_SIZE = 8
-RECORD_OVERHEAD = 90
-"""Bytes a record costs in memory beyond its length (object header + list slot), roughly."""
+RECORD_OVERHEAD = 41
+"""Bytes a record costs in memory beyond its length: the bytes object header and list slot."""
 
 MAX_MARKERS = 250
 _ENC_INDEX = {name: i for i, name in enumerate(ENCODINGS)}
@@ -55,6 +56,13 @@ def _varint(b: bytes) -> int:
     for shift, byte in enumerate(b):
         n |= (byte & 0x7F) << (7 * shift)
     return n
+
+
+# Value sizes below 16 KiB take one or two varint bytes: look them up instead of decoding.
+_SMALL_VARINTS = {bytes((n,)): n for n in range(128)} | {
+    bytes((lo | 0x80, hi)): lo | hi << 7 for hi in range(1, 128) for lo in range(128)
+}
+_TAIL = struct.Struct(">BIB")
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -112,7 +120,9 @@ def kv_parts(v: bytes) -> tuple[bytes, int, int]:
                 if end == len(v) or _LEASE.fullmatch(v, end):
                     return v[2:start], end, 0
             else:
-                size = lb[0] if len(lb) == 1 else _varint(lb)
+                size = _SMALL_VARINTS.get(lb)
+                if size is None:
+                    size = _varint(lb)
                 stop = end + size
                 if stop == len(v) or (stop < len(v) and _LEASE.fullmatch(v, stop)):
                     return v[2:start], end, size
@@ -146,16 +156,16 @@ def decode_record(rec: bytes, hashed: bool) -> Rev:
     key = rec[: -tail - 2]
     if b"\x00" in key:
         key = key.replace(b"\x00\xff", b"\x00")
-    flags = t[16]
+    flags = t[17]
     return Rev(
         key=key,
         main=int.from_bytes(t[0:8], "big"),
-        sub=int.from_bytes(t[8:16], "big"),
+        sub=int.from_bytes(t[9:17], "big"),
         tombstone=bool(flags & TOMBSTONE),
-        value_size=int.from_bytes(t[17:21], "big"),
+        value_size=int.from_bytes(t[18:22], "big"),
         encoding=ENCODINGS[(flags >> 1) & 3],
-        marker=t[21],
-        digest=t[22:30] if hashed else b"",
+        marker=t[22],
+        digest=t[23:31] if hashed else b"",
     )
 
 
@@ -233,12 +243,11 @@ class Sorter:
 
     def sorted(self) -> Iterator[bytes]:
         """Every record, in byte order."""
+        self.buf.sort()
         if not self.runs:
-            self.buf.sort()
             return iter(self.buf)
-        if self.buf:
-            self._spill()
-        return heapq.merge(*(_read_run(p) for p in self.runs))
+        # the last part stays in memory: it is within the budget and merged as it is
+        return heapq.merge(*(_read_run(p) for p in self.runs), iter(self.buf))
 
     def close(self) -> None:
         self.buf = []
@@ -293,10 +302,18 @@ def scan_key_bucket(
     proto, json_, other = enc_index["protobuf"] << 1, enc_index["json"] << 1, enc_index["other"] << 1
     encrypted = enc_index["encrypted"] << 1
     sep = SEP
+    pack = _TAIL.pack
     blake = hashlib.blake2b
-    for items in leaves(db, bucket):
+    for page in leaf_pages(db, bucket):
         out: list[bytes] = []
-        for _, k, v in items:
+        buf = page.buf
+        t = db.leaf_elements(page)
+        # slicing never reads past the page; a damaged element fails kv_parts (undecodable)
+        for j in range(0, 4 * page.count, 4):
+            s = PAGE_HEADER_SIZE + 4 * j + t[j + 1]
+            m = s + t[j + 2]
+            k = buf[s:m]
+            v = buf[m : m + t[j + 3]]
             try:
                 ukey, voff, vlen = kv_parts(v)
             except ValueError:
@@ -318,15 +335,7 @@ def scan_key_bucket(
                     flags = json_
                 else:
                     flags = enc_index[encoding_of(v[voff : voff + vlen])] << 1
-            rec = (
-                ukey.replace(b"\x00", b"\x00\xff")
-                + sep
-                + k[0:8]
-                + k[9:17]
-                + bytes((flags,))
-                + vlen.to_bytes(4, "big")
-                + bytes((marker,))
-            )
+            rec = ukey.replace(b"\x00", b"\x00\xff") + sep + k[:17] + pack(flags, vlen, marker)
             if hashed:
                 rec += blake(v[voff : voff + vlen], digest_size=HASH_SIZE).digest()
             out.append(rec)

@@ -42,18 +42,24 @@ def _root_page(db: BoltFile, root: int, inline: bytes | None) -> Page:
 
 def leaves(db: BoltFile, bucket: Bucket) -> Iterator[list[tuple[int, bytes, bytes]]]:
     """The (flags, key, value) items of each leaf of ``bucket``, in key order."""
+    for page in leaf_pages(db, bucket):
+        yield db.leaf_items(page)
+
+
+def leaf_pages(db: BoltFile, bucket: Bucket) -> Iterator[Page]:
+    """Each leaf page of ``bucket``, in key order."""
     if bucket.inline is not None:
         page = db.page_from_bytes(bucket.inline)
         if page.flags != LEAF:
             raise PageError(0, "inline bucket page is not a leaf")
-        yield db.leaf_items(page)
+        yield page
         return
     stack: list[tuple[int, int]] = [(bucket.root, 0)]
     while stack:
         pgid, depth = stack.pop()
         page = db.read_page(pgid)
         if page.flags == LEAF:
-            yield db.leaf_items(page)
+            yield page
         elif page.flags == BRANCH and depth < MAX_DEPTH:
             children = db.branch_items(page)
             stack.extend((child, depth + 1) for _, child in reversed(children))
