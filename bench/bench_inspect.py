@@ -39,8 +39,8 @@ def _value(rng: object, i: int, size: int) -> tuple[str, bytes]:
     if kind < 5:
         body = rng.randbytes(size // 2).hex()[:size]
         return f"/registry/configmaps/{ns}/cm-{i:09d}", (
-            '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm-%d"},"data":{"v":"%s"}}'
-            % (i, body)
+            f'{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},'
+            f'"data":{{"v":"{body}"}}}}'
         ).encode()
     if kind < 8:
         return f"/registry/pods/{ns}/pod-{i:09d}", b"k8s\x00\n\x0b\n\x02v1\x12\x03Pod\x12" + (

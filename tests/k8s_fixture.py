@@ -57,7 +57,12 @@ def proto_object(
         meta += _ld(11, _ld(1, k.encode()) + _ld(2, v.encode()))
     raw = _ld(1, meta) + _ld(2, body)  # field 2: a stand-in spec, left opaque
     type_meta = _ld(1, api_version.encode()) + _ld(2, kind.encode())
-    return b"k8s\x00" + _ld(1, type_meta) + _ld(2, raw) + _ld(4, b"application/vnd.kubernetes.protobuf")
+    return (
+        b"k8s\x00"
+        + _ld(1, type_meta)
+        + _ld(2, raw)
+        + _ld(4, b"application/vnd.kubernetes.protobuf")
+    )
 
 
 def json_object(

@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "store_cmd",
     "keygen_cmd",
     "bundle_cmd",
+    "inspect_cmd",
+    "diff_cmd",
+    "extract_cmd",
 )
 
 EPILOG = """examples:
@@ -40,6 +43,9 @@ EPILOG = """examples:
   etcd-backup-agent restore latest --identity backup-key.txt --data-dir /var/lib/etcd-new ...
   etcd-backup-agent drill latest --identity backup-key.txt
   etcd-backup-agent bundle extract latest --identity backup-key.txt --to /root/cp-files
+  etcd-backup-agent inspect latest --identity backup-key.txt   (what is in it, per resource)
+  etcd-backup-agent diff ID latest --identity backup-key.txt
+  etcd-backup-agent extract latest --identity backup-key.txt --key /registry/... -o yaml
   etcd-backup-agent store check
   etcd-backup-agent run            (the daemon, as started by systemd)
 

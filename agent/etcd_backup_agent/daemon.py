@@ -136,7 +136,9 @@ class Daemon:
     def __post_init__(self) -> None:
         self.log = logsetup.get("daemon")
         self.wiring = Wiring.build(self.settings)
-        self.metrics = Metrics(self.settings.cluster, __version__)
+        self.metrics = Metrics(
+            self.settings.cluster, __version__, keyspace_top=self.settings.inspect.top_resources
+        )
         self.state = scheduling.State()
         self.flight = scheduling.SingleFlight()
         self.cancel = threading.Event()

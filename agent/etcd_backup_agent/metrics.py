@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from .bundle.record import BundleRecord
+from .keyspace.metrics import KeyspaceGauges
 from .manifest import Manifest
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -35,7 +36,7 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600,
 class Metrics:
     """The agent's metrics; every series carries the ``cluster`` label."""
 
-    def __init__(self, cluster: str, version: str) -> None:
+    def __init__(self, cluster: str, version: str, keyspace_top: int = 20) -> None:
         self.cluster = cluster
         self._last_success = 0.0
         self.registry = CollectorRegistry(auto_describe=True)
@@ -124,6 +125,8 @@ class Metrics:
             "etcd_backup_pending_uploads", "Sealed backups in the spool waiting for the store."
         )
 
+        self.keyspace = KeyspaceGauges(r, cluster, keyspace_top)
+
         self.build_info.labels(cluster, version).set(1)
         for result in RESULTS:
             self.runs.labels(cluster, result)
@@ -198,6 +201,7 @@ class Metrics:
         self._g(self.revision).set(manifest.revision)
         if manifest.total_keys is not None:
             self._g(self.keys).set(manifest.total_keys)
+        self.keyspace.update(manifest.keyspace)
         self._g(self.store_up).set(1)
         if manifest.bundle is not None:
             rec = self.last_bundle = manifest.bundle
@@ -223,7 +227,10 @@ class Metrics:
 
     def seed(self, backups: Iterable[Manifest]) -> None:
         """Set last success, count and oldest from the store's manifests."""
+        backups = list(backups)
         times = [m.created.timestamp() for m in backups]
+        if backups:
+            self.keyspace.update(max(backups, key=lambda m: m.created_at).keyspace)
         self._g(self.stored_backups).set(len(times))
         if times:
             self._g(self.oldest).set(min(times))

@@ -39,6 +39,9 @@ OPS = (
     "drill",
     "bundle_list",
     "bundle_extract",
+    "inspect",
+    "diff",
+    "extract",
 )
 
 
@@ -166,6 +169,31 @@ class Operations:
         identity, _ = read_identity(args)
         with self._exclusive("verify"), self._opened_store() as store:
             return check_backup(self.settings, store, args["backup"], identity, emit).to_dict()
+
+    # keyspace ops (keyspace/ops.py): a stored backup is checked as verify does, then read
+    def inspect(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .keyspace import ops as ks
+        from .keyspace.requests import InspectRequest
+
+        req, (identity, _) = InspectRequest.from_args(args), read_identity(args)
+        with self._exclusive("inspect"), self._opened_store() as store:
+            return ks.inspect_backup(self.settings, store, req, identity, emit).to_dict()
+
+    def diff(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .keyspace import ops as ks
+        from .keyspace.requests import DiffRequest
+
+        req, (identity, _) = DiffRequest.from_args(args), read_identity(args)
+        with self._exclusive("diff"), self._opened_store() as store:
+            return ks.diff_backups(self.settings, store, req, identity, emit).to_dict()
+
+    def extract(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        from .keyspace import ops as ks
+        from .keyspace.requests import ExtractRequest
+
+        req, (identity, _) = ExtractRequest.from_args(args), read_identity(args)
+        with self._exclusive("extract"), self._opened_store() as store:
+            return ks.extract_backup(self.settings, store, req, identity, emit).to_dict()
 
     def prune(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         with self._exclusive("prune"), self._opened_store() as store:

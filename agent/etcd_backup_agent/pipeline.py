@@ -26,6 +26,7 @@ from .bundle.attach import build_record, discard_pending, store_bundle
 from .config import Settings
 from .errors import Cancelled, SpoolError, StoreError, VerificationError
 from .etcd_source import EtcdSource, EtcdStatus
+from .keyspace.hook import with_keyspace
 from .manifest import (
     MANIFEST_SUFFIX,
     OBJECT_SUFFIX,
@@ -282,6 +283,7 @@ class Pipeline:
             manifest = self._manifest(
                 created, report, raw, sha256, status=status, source="snapshot"
             )
+            manifest = with_keyspace(self.settings, raw, manifest, self.log)  # never fails
             self._after_verify(raw, manifest)
             self._check_cancel()
             sealed = self._seal(raw, manifest)
@@ -320,6 +322,7 @@ class Pipeline:
             manifest = self._manifest(
                 created, report, raw, digest.hexdigest(), status=None, source="data-dir"
             )
+            manifest = with_keyspace(self.settings, raw, manifest, self.log)  # never fails
             return self._seal(raw, manifest)
         except OSError as exc:
             raise _spool_error(exc, self.spool.dir) from None

@@ -16,6 +16,8 @@ def exported() -> set[str]:
     text = Metrics("c", "0").exposition().decode()
     names = set()
     for fam in text_string_to_metric_families(text):
+        if not fam.samples:
+            names.add(fam.name)  # gauges without a sample yet (keyspace) count too
         for sample in fam.samples:
             names.add(sample.name)
     return names

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..keyspace.requests import SCHEMAS as KEYSPACE_SCHEMAS
+
 VERSION = 1
 
 # socket-level error codes (operation errors use the AgentError codes of errors.py)
@@ -67,6 +69,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "to": ((str,), True),
     },
 }
+SCHEMAS.update(KEYSPACE_SCHEMAS)  # inspect, diff, extract: keyspace/requests.py
 MAX_STRING = 16384
 
 

@@ -151,15 +151,15 @@ def _summary_row(r: ResourceStats) -> ResourceSummary:
 
 class _Acc:
     __slots__ = (
-        "objects",
-        "bytes",
-        "revisions",
         "all_bytes",
-        "tombstones",
+        "bytes",
         "deleted",
         "enc",
         "ns_count",
         "ns_heap",
+        "objects",
+        "revisions",
+        "tombstones",
     )
 
     def __init__(self) -> None:
@@ -305,7 +305,7 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
     biggest = sorted(largest, key=lambda t: (-t[0], t[1]))
     encryption = []
     for idx, count in sorted(marker_objects.items(), key=lambda kv: -kv[1]):
-        provider, version, key_name = (names[idx].split(":", 2) + ["", ""])[:3]
+        provider, version, key_name = ([*names[idx].split(":", 2), "", ""])[:3]
         encryption.append(EncryptionStats(provider, version, key_name, count))
     free = free_pages(db)
     return KeyspaceReport(
@@ -352,7 +352,9 @@ def _last_revision(db: BoltFile) -> int:
     from ..snapshot.bolt import BRANCH, LEAF
 
     page = (
-        db.page_from_bytes(bucket.inline) if bucket.inline is not None else db.read_page(bucket.root)
+        db.page_from_bytes(bucket.inline)
+        if bucket.inline is not None
+        else db.read_page(bucket.root)
     )
     for _ in range(64):
         if page.flags == LEAF:

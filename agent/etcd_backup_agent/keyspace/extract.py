@@ -197,7 +197,9 @@ def render_stdout(objects: tuple[Extracted, ...], fmt: str, keep_server_fields: 
         return b"".join(o.value + b"\n" for o in objects)
     docs = documents(objects, keep_server_fields)
     if fmt == "json":
-        body: Any = docs[0] if len(docs) == 1 else {"apiVersion": "v1", "kind": "List", "items": docs}
+        body: Any = (
+            docs[0] if len(docs) == 1 else {"apiVersion": "v1", "kind": "List", "items": docs}
+        )
         return (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode()
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True).encode()
 
@@ -206,8 +208,10 @@ def file_name(key: bytes, fmt: str, encoding: str) -> str:
     """A safe relative file name for a key: segments kept, anything odd percent-escaped."""
     text = key.decode("utf-8", "replace").strip("/")
     safe = []
-    for part in text.split("/"):
+    for segment in text.split("/"):
+        part = segment
         if part in ("", ".", ".."):
+            # never an empty, "." or ".." path segment: the file stays under --out
             part = part.replace(".", "%2E") or "%2F"
         safe.append("".join(c if c.isalnum() or c in "-_.:@" else f"%{ord(c):02X}" for c in part))
     ext = {"json": ".json", "yaml": ".yaml", "raw": ".bin"}[fmt]

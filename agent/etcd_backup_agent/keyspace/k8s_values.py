@@ -230,7 +230,7 @@ def decode_envelope(value: bytes) -> ProtoObject:
         raise ValueError("not a Kubernetes protobuf value (no k8s\\x00 magic)")
     api_version = kind = encoding = ctype = ""
     raw = b""
-    for num, wire, v in fields(value[len(PROTO_MAGIC) :]):
+    for num, _, v in fields(value[len(PROTO_MAGIC) :]):
         if num == 1 and isinstance(v, bytes):
             for n2, _, v2 in fields(v):
                 if n2 == 1:

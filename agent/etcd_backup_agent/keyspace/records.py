@@ -299,7 +299,11 @@ def scan_key_bucket(
     if bucket is None:
         return info
     enc_index = _ENC_INDEX
-    proto, json_, other = enc_index["protobuf"] << 1, enc_index["json"] << 1, enc_index["other"] << 1
+    proto, json_, other = (
+        enc_index["protobuf"] << 1,
+        enc_index["json"] << 1,
+        enc_index["other"] << 1,
+    )
     encrypted = enc_index["encrypted"] << 1
     sep = SEP
     pack = _TAIL.pack
