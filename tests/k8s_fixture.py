@@ -82,6 +82,9 @@ def json_object(
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec}
 
 
+PROVIDERS = ("aescbc", "aesgcm", "secretbox", "kms2")
+
+
 def encrypted(provider: str, key_name: str, rng: random.Random, size: int) -> bytes:
     version = "v2" if provider == "kms2" else "v1"
     name = "kms" if provider == "kms2" else provider
@@ -149,7 +152,7 @@ def fill_cluster(server: EtcdServer, seed: int = 5) -> Expected:
         exp.delete(key.encode())
 
     try:
-        for ns in ("default", "kube-system", "team-a"):
+        for n_ns, ns in enumerate(("default", "kube-system", "team-a")):
             for i in range(6):
                 name = f"pod-{i}"
                 body = rng.randbytes(rng.choice([50, 400, 3000]))
@@ -162,7 +165,7 @@ def fill_cluster(server: EtcdServer, seed: int = 5) -> Expected:
             for i in range(3):
                 put(
                     f"/registry/secrets/{ns}/s{i}",
-                    encrypted(["aescbc", "aesgcm", "secretbox", "kms2"][i % 4], "key1", rng, 200),
+                    encrypted(PROVIDERS[(n_ns + i) % 4], f"key{i}", rng, 200),
                     "secrets",
                     ns,
                 )

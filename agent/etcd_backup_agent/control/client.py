@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from ..config import DEFAULT_CONFIG_PATH, ControlSettings, load
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 from ..retention import format_report
+from . import keyspace_client
 from . import protocol as proto
 
 EPILOG = """examples:
@@ -28,6 +29,9 @@ EPILOG = """examples:
       --name cp1 --initial-cluster cp1=https://10.0.0.1:2380 \\
       --initial-advertise-peer-urls https://10.0.0.1:2380
   etcd-backupctl drill latest
+  etcd-backupctl inspect latest --identity /root/age-key.txt
+  etcd-backupctl diff ID latest --identity /root/age-key.txt
+  etcd-backupctl extract latest --identity /root/age-key.txt --key /registry/... -o yaml
 
 exit codes: 0 ok, 1 failed or daemon unreachable, 2 usage
 """
@@ -329,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("backup", metavar="ID|latest")
     be.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
     be.add_argument("--to", required=True, metavar="DIR", help="a new dir on the agent's node")
+    keyspace_client.add_parsers(sub, common)
     return p
 
 
@@ -342,6 +347,10 @@ def _identity(value: str, args: dict[str, Any]) -> None:
 def request_args(ns: argparse.Namespace) -> dict[str, Any]:
     """The protocol arguments of a parsed command line."""
     args: dict[str, Any] = {}
+    if ns.op in keyspace_client.OPS:
+        args = keyspace_client.request_args(ns)
+        _identity(ns.identity, args)
+        return args
     if ns.op == "prune":
         args["dry_run"] = ns.dry_run
     elif ns.op in ("bundle_list", "bundle_extract"):
@@ -386,6 +395,9 @@ OFFLINE_EQUIVALENT = {
     "drill": "drill",
     "bundle_list": "bundle list",
     "bundle_extract": "bundle extract",
+    "inspect": "inspect",
+    "diff": "diff",
+    "extract": "extract",
 }
 
 
@@ -434,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"error ({err.get('code')}): {err.get('message')}\n")
         return EXIT_USAGE if err.get("code") in ("usage", proto.BAD_ARGS) else EXIT_FAILURE
     result = reply.get("result")
+    if ns.op in keyspace_client.OPS and not ns.json:
+        return keyspace_client.show(ns, result)
     if not ns.json:
         show(ns.op, result)
     if ns.op == "drill" and isinstance(result, dict) and result.get("result") != "success":
