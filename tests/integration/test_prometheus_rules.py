@@ -43,6 +43,7 @@ ALERTS = (
     "EtcdBackupNoLockHolder",
     "EtcdBackupDrillStale",
     "EtcdBackupDrillFailing",
+    "EtcdBackupKeyspaceGrowing",
 )
 
 # PromQL words that are not metric names: functions, aggregations, keywords.
@@ -263,6 +264,8 @@ def test_dashboard_uses_only_known_metrics() -> None:
         "etcd_backup_stored_backups",
         "etcd_backup_drill_last_success_timestamp_seconds",
         "etcd_backup_drills_total",
+        "etcd_backup_keyspace_bytes",
+        "etcd_backup_keyspace_history_bytes",
     ):
         assert needed in used, f"dashboard lacks a panel on {needed}"
 
