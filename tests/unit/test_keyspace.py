@@ -206,3 +206,44 @@ def test_a_failed_analysis_never_fails_the_backup(tmp_path: Path) -> None:
     # and an old manifest without a summary still round-trips
     assert Manifest.from_json(m.to_json()) == m
     assert "keyspace" not in json.loads(m.to_json())
+
+
+def test_socket_schemas_and_typed_requests() -> None:
+    from etcd_backup_agent.control import protocol as proto
+    from etcd_backup_agent.errors import UsageError
+    from etcd_backup_agent.keyspace.requests import DiffRequest, ExtractRequest, InspectRequest
+
+    def line(op: str, args: dict[str, Any]) -> bytes:
+        return json.dumps({"v": 1, "op": op, "args": args}).encode()
+
+    req = proto.parse_request(line("inspect", {"backup": "latest", "top": 5}))
+    assert InspectRequest.from_args(req.args) == InspectRequest("latest", 5)
+    for op, args in (
+        ("inspect", {"backup": "latest", "top": "5"}),
+        ("diff", {"a": "x"}),
+        ("extract", {"backup": "x", "key": "k", "unknown": 1}),
+        ("extract", {"backup": "x", "revision": True}),
+    ):
+        with pytest.raises(proto.ProtocolError) as exc:
+            proto.parse_request(line(op, args))
+        assert exc.value.code == proto.BAD_ARGS
+    with pytest.raises(UsageError):
+        InspectRequest.from_args({"backup": "x", "top": 0})
+    with pytest.raises(UsageError):
+        ExtractRequest.from_args({"backup": "x", "key": "a", "prefix": "b"})
+    with pytest.raises(UsageError):
+        ExtractRequest.from_args({"backup": "x"})
+    d = DiffRequest.from_args({"a": "x", "b": "y"})
+    assert DiffRequest.from_args(d.to_args()) == d
+    e = ExtractRequest.from_args({"backup": "x", "prefix": "/registry/", "revision": 7})
+    assert ExtractRequest.from_args(e.to_args()) == e
+
+
+def test_extract_file_names_stay_under_the_output_dir() -> None:
+    from etcd_backup_agent.keyspace.extract import file_name
+
+    assert file_name(b"/registry/pods/ns/web", "json", "protobuf") == "registry/pods/ns/web.json"
+    assert file_name(b"/registry/secrets/ns/s", "yaml", "encrypted") == "registry/secrets/ns/s.bin"
+    for evil in (b"/registry/../../etc/passwd", b"/a//b", b"/./x", b"/a/\x00b"):
+        name = file_name(evil, "raw", "other")
+        assert ".." not in name.split("/") and "" not in name.split("/") and "\x00" not in name

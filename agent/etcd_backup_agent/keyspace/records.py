@@ -318,6 +318,9 @@ def scan_key_bucket(
             m = s + t[j + 2]
             k = buf[s:m]
             v = buf[m : m + t[j + 3]]
+            if len(k) not in (17, 18):  # not a revision key (verify reports it)
+                info.undecodable += 1
+                continue
             try:
                 ukey, voff, vlen = kv_parts(v)
             except ValueError:
@@ -329,7 +332,7 @@ def scan_key_bucket(
             if len(k) == 18:
                 flags = TOMBSTONE | other
             else:
-                head = v[voff : voff + 8]
+                head = v[voff : voff + (vlen if vlen < 8 else 8)]
                 if head[:4] == b"k8s\x00":
                     flags = proto
                 elif head == ENC_MAGIC:
