@@ -20,23 +20,39 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     i = sub.add_parser("inspect", parents=[common], help="objects and bytes per resource")
     i.add_argument("backup", metavar="ID|latest")
     i.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    i.add_argument("--top", type=int, default=20, metavar="N")
+    i.add_argument("--top", type=int, default=20, metavar="N", help="rows to show (default 20)")
     d = sub.add_parser("diff", parents=[common], help="changes between two backups")
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
+    d.add_argument("a", metavar="A", help="the older backup (ID or latest)")
+    d.add_argument("b", metavar="B", help="the newer backup (ID or latest)")
     d.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    d.add_argument("--max-changes", type=int, default=1000, metavar="N")
+    d.add_argument(
+        "--max-changes", type=int, default=1000, metavar="N", help="changed keys to list"
+    )
     e = sub.add_parser("extract", parents=[common], help="objects of a backup as JSON/YAML/raw")
     e.add_argument("backup", metavar="ID|latest")
     e.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
     what = e.add_mutually_exclusive_group(required=True)
-    what.add_argument("--key", metavar="K")
-    what.add_argument("--prefix", metavar="P")
-    e.add_argument("--revision", type=int, metavar="R")
-    e.add_argument("-o", "--output", choices=("json", "yaml", "raw"), default="json")
+    what.add_argument("--key", metavar="K", help="one etcd key, e.g. /registry/pods/ns/name")
+    what.add_argument("--prefix", metavar="P", help="every key under this prefix")
+    e.add_argument("--revision", type=int, metavar="R", help="as of this (retained) revision")
+    e.add_argument(
+        "-o",
+        "--output",
+        choices=("json", "yaml", "raw"),
+        default="json",
+        help="json/yaml for kubectl apply, raw as etcdctl get --print-value-only",
+    )
     e.add_argument("--out", type=Path, metavar="DIR", help="one file per object under DIR")
-    e.add_argument("--keep-server-fields", action="store_true")
-    e.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, metavar="N")
+    e.add_argument(
+        "--keep-server-fields", action="store_true", help="keep resourceVersion, uid, ..."
+    )
+    e.add_argument(
+        "--max-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        metavar="N",
+        help="at most this many value bytes (default 64 MiB, at most 256 MiB)",
+    )
 
 
 def request_args(ns: argparse.Namespace) -> dict[str, Any]:
