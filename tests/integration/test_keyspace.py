@@ -423,3 +423,48 @@ def test_the_socket_serves_inspect_diff_and_extract(
     assert b"RESOURCE" in capsysbinary.readouterr().out
     # a bad selector is refused before anything is downloaded
     assert client.call(served, "extract", {"backup": b, "identity_file": ident})["ok"] is False
+
+
+def test_the_daemon_exports_the_newest_analysis_within_its_cardinality(
+    cluster: Cluster, tmp_path: Path, age_identity: tuple[Path, str]
+) -> None:
+    import time
+
+    from tests.integration.agents import manifests, new_agent
+
+    agent = new_agent(
+        tmp_path,
+        endpoints=[cluster.server.endpoint],
+        recipient=age_identity[1],
+        store=tmp_path / "store",
+        spool=tmp_path / "spool",
+        interval="1h",
+        extra="[inspect]\ntop_resources = 2\n",
+    ).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not manifests(tmp_path / "store") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stored = manifests(tmp_path / "store")
+        assert stored, agent.log_text()[-2000:]
+        ks = stored[0]["keyspace"]
+        assert isinstance(ks, dict) and len(ks["resources"]) == 2
+        deadline = time.monotonic() + 30
+        samples = agent.scrape()
+        while ("etcd_backup_keyspace_history_bytes", ()) not in samples:
+            assert time.monotonic() < deadline, "no keyspace metrics after the backup"
+            time.sleep(0.2)
+            samples = agent.scrape()
+        got = {
+            dict(labels)["resource"]: value
+            for (name, labels), value in samples.items()
+            if name == "etcd_backup_keyspace_bytes"
+        }
+        want = {r["resource"]: r["bytes"] for r in ks["resources"]}
+        want["(other)"] = ks["other"]["bytes"]
+        assert got == want
+        assert sum(got.values()) == ks["bytes"]
+        assert samples[("etcd_backup_keyspace_history_bytes", ())] == ks["history_bytes"]
+        assert '"stage": "inspect"' in agent.log_text() or "stage=inspect" in agent.log_text()
+    finally:
+        agent.stop()
