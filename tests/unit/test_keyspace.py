@@ -139,7 +139,7 @@ def _fill(db_path: Path, keys: int, revisions: int) -> dict[str, Any]:
                 value = rng.randbytes(rng.randint(1, 300))
                 if key in live:
                     history += len(key) + len(live[key])
-                items.append((_revkey(rev, False), _kv(key, value)))
+                items.append((_revkey(rev, False), _kv(key, value, lease=7 if i % 3 == 0 else 0)))
                 live[key] = value
             rev += 1
     data, _ = build_db({b"key": dict(items), b"meta": {}})

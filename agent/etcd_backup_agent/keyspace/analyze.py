@@ -216,7 +216,8 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
                         got = accs[k.resource] = _Acc()
                 acc = got
             klen = len(key)
-            if len(group) == 1:
+            n = len(group)
+            if n == 1:
                 if first[-6] & TOMBSTONE:
                     tombs = 1
                     all_bytes = klen
@@ -234,13 +235,13 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
                         all_bytes += klen + int.from_bytes(rec[-5:-1], "big")
             last = group[-1]
             flags = last[-6]
-            acc.revisions += len(group)
+            acc.revisions += n
             acc.all_bytes += all_bytes
             acc.tombstones += tombs
             live = not flags & TOMBSTONE
             size = 0
             if live:
-                size = all_bytes if len(group) == 1 else klen + int.from_bytes(last[-5:-1], "big")
+                size = all_bytes if n == 1 else klen + int.from_bytes(last[-5:-1], "big")
                 acc.objects += 1
                 acc.bytes += size
                 enc = (flags >> 1) & 3
@@ -254,7 +255,7 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
                         key.decode("utf-8", "replace"),
                         k.resource,
                         k.namespace,
-                        len(group),
+                        n,
                         all_bytes,
                         encodings[enc],
                     )

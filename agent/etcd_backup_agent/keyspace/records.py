@@ -308,8 +308,10 @@ def scan_key_bucket(
     sep = SEP
     pack = _TAIL.pack
     blake = hashlib.blake2b
+    after_key = _AFTER_KEY.match
+    small = _SMALL_VARINTS.get
+    out: list[bytes] = []
     for page in leaf_pages(db, bucket):
-        out: list[bytes] = []
         buf = page.buf
         t = db.leaf_elements(page)
         # slicing never reads past the page; a damaged element fails kv_parts (undecodable)
@@ -318,18 +320,35 @@ def scan_key_bucket(
             m = s + t[j + 2]
             k = buf[s:m]
             v = buf[m : m + t[j + 3]]
-            if len(k) not in (17, 18):  # not a revision key (verify reports it)
+            klen = len(k)
+            if klen not in {17, 18}:  # not a revision key (verify reports it)
                 info.undecodable += 1
                 continue
-            try:
-                ukey, voff, vlen = kv_parts(v)
-            except ValueError:
-                info.undecodable += 1
-                continue
+            # kv_parts inlined for the usual layout (one-byte key length, no lease)
+            fast = None
+            if v[:1] == b"\x0a" and len(v) > 2 and v[1] < 0x80:
+                start = 2 + v[1]
+                mt = after_key(v, start)
+                if mt is not None:
+                    lb = mt.group(1)
+                    end = mt.end()
+                    if lb is not None:
+                        size = small(lb)
+                        if size is not None and end + size == len(v):
+                            fast = (v[2:start], end, size)
+                    elif end == len(v):
+                        fast = (v[2:start], end, 0)
+            if fast is None:
+                try:
+                    fast = kv_parts(v)
+                except ValueError:
+                    info.undecodable += 1
+                    continue
+            ukey, voff, vlen = fast
             if want is not None and not want(ukey):
                 continue
             marker = 0
-            if len(k) == 18:
+            if klen == 18:
                 flags = TOMBSTONE | other
             else:
                 head = v[voff : voff + (vlen if vlen < 8 else 8)]
@@ -346,8 +365,12 @@ def scan_key_bucket(
             if hashed:
                 rec += blake(v[voff : voff + vlen], digest_size=HASH_SIZE).digest()
             out.append(rec)
-        info.revisions += len(out)
-        sorter.extend(out)
+        if len(out) >= 4096:  # hand records over in batches: fewer budget checks
+            info.revisions += len(out)
+            sorter.extend(out)
+            out = []
+    info.revisions += len(out)
+    sorter.extend(out)
     return info
 
 
