@@ -247,3 +247,28 @@ def test_extract_file_names_stay_under_the_output_dir() -> None:
     for evil in (b"/registry/../../etc/passwd", b"/a//b", b"/./x", b"/a/\x00b"):
         name = file_name(evil, "raw", "other")
         assert ".." not in name.split("/") and "" not in name.split("/") and "\x00" not in name
+
+
+def test_the_client_reads_a_large_reply_line_by_line() -> None:
+    import socket
+    import threading
+
+    from etcd_backup_agent.control.client import _lines
+
+    big = {"ok": True, "result": {"value_base64": "A" * (24 * 1024 * 1024)}}
+    payload = b'{"event":"log","message":"x"}\n' + json.dumps(big).encode() + b"\n"
+    a, b = socket.socketpair()
+
+    def send() -> None:
+        for i in range(0, len(payload), 70001):  # chunks that split lines anywhere
+            a.sendall(payload[i : i + 70001])
+        a.close()
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        got = list(_lines(b))
+    finally:
+        t.join()
+        b.close()
+    assert got == [{"event": "log", "message": "x"}, big]

@@ -84,16 +84,21 @@ def call(
 
 
 def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
-    buf = b""
+    # linear in the reply size: an extract reply can hold tens of MB on one line
+    buf = bytearray()
     while True:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(1 << 20)
         if not chunk:
             return
+        searched = len(buf)  # buf never holds a newline between reads
         buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
+        end = buf.find(b"\n", searched)
+        while end >= 0:
+            line = bytes(buf[:end])
+            del buf[: end + 1]
             if line.strip():
                 yield json.loads(line)
+            end = buf.find(b"\n")
 
 
 class Progress:
