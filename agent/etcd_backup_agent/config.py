@@ -160,10 +160,12 @@ class ControlSettings:
 
 @dataclass(frozen=True)
 class RestoreSettings:
+    engine: str = "native"
     etcdutl: str = "etcdutl"
     manifests_dir: Path = Path("/etc/kubernetes/manifests")
     etcd_config: Path = Path("/etc/etcd/etcd.conf.yml")
     work_dir: Path | None = None
+    reset_snapshot_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -523,12 +525,14 @@ def _parse(data: dict[str, Any], reader: _Reader) -> Settings:
 
     res_s = root.sub("restore")
     restore = RestoreSettings(
+        engine=res_s.string("engine", "native", choices=("native", "etcdutl")),
         etcdutl=res_s.string("etcdutl", "etcdutl"),
         manifests_dir=res_s.path_("manifests_dir", RestoreSettings.manifests_dir)
         or RestoreSettings.manifests_dir,
         etcd_config=res_s.path_("etcd_config", RestoreSettings.etcd_config)
         or RestoreSettings.etcd_config,
         work_dir=res_s.path_("work_dir", None),
+        reset_snapshot_dir=res_s.path_("reset_snapshot_dir", None),
     )
     res_s.finish()
 

@@ -1,11 +1,13 @@
-"""Restore: fetch a backup, check it against its manifest, unseal, verify, etcdutl restore.
+"""Restore: fetch a backup, check it against its manifest, unseal, verify, restore.
 
 Order of trust: the stored object's sha256 is checked before anything is decrypted; the
 plaintext lands under a temporary name and is checked (sha256 of the db part, trailer,
-native verification, manifest revision/hash/key count) before etcdutl sees it. etcdutl
-restores into a hidden sibling of the target, which is renamed into place only when the
-restore succeeded: a failed restore leaves no half-written target. Nothing the operator
-owns is ever deleted or overwritten; only this module's own temporary files are removed.
+native verification, manifest revision/hash/key count) before it is restored. The restore
+engine is native (``datadir.engine``, the default) or ``etcdutl snapshot restore``
+(``[restore] engine = "etcdutl"``). Either writes into a hidden sibling of the target,
+which is renamed into place only when the restore succeeded: a failed restore leaves no
+half-written target. Nothing the operator owns is ever deleted or overwritten; only this
+module's own temporary files are removed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .binaries import candidates
 from .bundle.check import verify_bundle
 from .catalog import find_backup, list_backups
 from .config import Settings
+from .datadir import members as datadir_members
 from .errors import CryptoError, RestoreError, StoreError, UsageError, VerificationError
 from .fsutil import fsync_dir
 from .manifest import Manifest
@@ -40,7 +43,10 @@ Emit = Callable[[dict[str, Any]], None]
 CHUNK = 1024 * 1024
 TRAILER = 32
 BUMP_MIN_VERSION = (3, 5, 10)
+# What the Kubernetes etcd restore docs pass to etcdutl; far above any real cluster's
+# revision growth between a snapshot and its restore, far below int64.
 K8S_BUMP = 1_000_000_000
+ENGINES = ("native", "etcdutl")
 
 
 def no_emit(event: dict[str, Any]) -> None:
@@ -70,6 +76,7 @@ class MemberSpec:
     initial_cluster_token: str = "etcd-cluster"  # noqa: S105 (not a secret)
     bump_revision: int | None = None
     mark_compacted: bool = False
+    wal_dir: Path | None = None
 
     @property
     def cluster(self) -> str:
@@ -103,6 +110,13 @@ class MemberSpec:
             raise UsageError("--bump-revision and --mark-compacted go together (both or neither)")
         if self.bump_revision is not None and self.bump_revision < 0:
             raise UsageError("--bump-revision must be >= 0")
+        if self.wal_dir is not None and not self.wal_dir.is_absolute():
+            raise UsageError("--wal-dir must be an absolute path")
+        self.cluster_spec()
+
+    def cluster_spec(self) -> datadir_members.Cluster:
+        """The cluster etcd derives from these flags (IDs as etcd computes them)."""
+        return datadir_members.cluster_from_initial(self.cluster, self.initial_cluster_token)
 
 
 # --- etcdutl --------------------------------------------------------------------------
@@ -152,7 +166,14 @@ def find_etcdutl(configured: str) -> Etcdutl:
     raise RestoreError("no working etcdutl: " + "; ".join(failures))
 
 
-def restore_argv(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, data_dir: Path) -> list[str]:
+def restore_argv(
+    etcdutl: Etcdutl,
+    snapshot: Path,
+    spec: MemberSpec,
+    data_dir: Path,
+    wal_dir: Path | None = None,
+    skip_hash_check: bool = False,
+) -> list[str]:
     """The etcdutl command line restoring ``snapshot`` as ``spec`` into ``data_dir``."""
     argv = [
         etcdutl.path,
@@ -170,7 +191,11 @@ def restore_argv(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, data_dir: P
         "--initial-advertise-peer-urls",
         spec.initial_advertise_peer_urls,
     ]
-    if spec.bump_revision is not None:
+    if wal_dir is not None:
+        argv += ["--wal-dir", str(wal_dir)]
+    if skip_hash_check:
+        argv.append("--skip-hash-check")
+    if spec.bump_revision:
         argv += ["--bump-revision", str(spec.bump_revision), "--mark-compacted"]
     return argv
 
@@ -187,6 +212,7 @@ class CheckedSnapshot:
     revision: int
     total_keys: int | None
     hash: int | None
+    storage_version: str | None = None  # set for etcd 3.6 snapshots (meta/storageVersion)
 
 
 def work_root(settings: Settings) -> Path:
@@ -260,9 +286,29 @@ def check_plaintext(path: Path, manifest: Manifest, emit: Emit) -> None:
         raise VerificationError("decrypted snapshot sha256 trailer does not match its data")
 
 
+def check_trailer_against_manifest(path: Path, manifest: Manifest) -> None:
+    """Size and the trailer bytes against the manifest, without reading the db part.
+
+    Native verification (``verify_against_manifest``) then proves sha256(db part) ==
+    trailer, so together they prove what ``check_plaintext`` does, in one pass instead of two.
+    """
+    size = path.stat().st_size
+    if size != manifest.db_size + TRAILER:
+        raise VerificationError(
+            f"decrypted snapshot has {size} bytes, expected {manifest.db_size} + {TRAILER}"
+        )
+    with path.open("rb") as f:
+        f.seek(size - TRAILER)
+        trailer = f.read(TRAILER)
+    if trailer.hex() != manifest.snapshot_sha256:
+        raise VerificationError("decrypted snapshot sha256 trailer differs from the manifest")
+
+
 def verify_against_manifest(path: Path, manifest: Manifest) -> snapverify.VerifyReport:
     """Natively verify ``path`` and compare revision, hash and key count with the manifest."""
     report = snapverify.verify_snapshot(path, manifest.status_rules or "auto")
+    if report.sound and report.trailer_ok is not True:
+        raise VerificationError("decrypted snapshot has no matching sha256 trailer")
     if not report.sound or report.status is None:
         problems = report.problems or ["no status"]
         raise VerificationError(f"snapshot failed native verification: {problems[0]}", problems)
@@ -299,13 +345,13 @@ def fetch_and_check(
             raise CryptoError(f"decryption failed: {exc}") from None
     sealed.unlink()
     progress(emit, "decrypt", manifest.db_size + TRAILER, manifest.db_size + TRAILER)
-    check_plaintext(snapshot, manifest, emit)
-    note(emit, "snapshot sha256 matches the manifest; verifying natively")
+    check_trailer_against_manifest(snapshot, manifest)
+    note(emit, "snapshot trailer matches the manifest; verifying natively (sha256 and bbolt)")
     report = verify_against_manifest(snapshot, manifest)
     st = report.status
     assert st is not None
     log.info("backup checked", backup=manifest.id, revision=st.revision, keys=st.total_key)
-    return CheckedSnapshot(manifest, snapshot, st.revision, st.total_key, st.hash)
+    return CheckedSnapshot(manifest, snapshot, st.revision, st.total_key, st.hash, st.version)
 
 
 # --- the target directory -------------------------------------------------------------
@@ -322,18 +368,35 @@ def check_target(data_dir: Path) -> None:
         )
 
 
-def run_etcdutl(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, emit: Emit) -> None:
+def check_wal_target(wal_dir: Path | None) -> None:
+    """Refuse a ``--wal-dir`` that exists (etcdutl's rule)."""
+    if wal_dir is not None and (wal_dir.exists() or wal_dir.is_symlink()):
+        raise RestoreError(f"wal dir {wal_dir} exists; restore never reuses one: choose a new path")
+
+
+def run_etcdutl(
+    etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, emit: Emit, skip_hash_check: bool = False
+) -> None:
     """Restore into a hidden sibling of the target, then rename it into place."""
     target = spec.data_dir
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        if spec.wal_dir is not None:
+            spec.wal_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RestoreError(f"cannot create {parent}: {exc.strerror}") from None
     holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=parent))
+    wal_holder = None
     staged = holder / "data"
     try:
-        argv = restore_argv(etcdutl, snapshot, spec, staged)
+        staged_wal = None
+        if spec.wal_dir is not None:
+            wal_holder = Path(
+                tempfile.mkdtemp(prefix=f".{spec.wal_dir.name}.restoring-", dir=spec.wal_dir.parent)
+            )
+            staged_wal = wal_holder / "wal"
+        argv = restore_argv(etcdutl, snapshot, spec, staged, staged_wal, skip_hash_check)
         note(emit, "running " + shlex.join(["etcdutl", *argv[1:]]))
         progress(emit, "etcdutl", 0, 1)
         try:
@@ -347,15 +410,101 @@ def run_etcdutl(etcdutl: Etcdutl, snapshot: Path, spec: MemberSpec, emit: Emit) 
             )
         progress(emit, "etcdutl", 1, 1)
         check_target(target)
+        check_wal_target(spec.wal_dir)
         try:
+            if staged_wal is not None and spec.wal_dir is not None:
+                os.rename(staged_wal, spec.wal_dir)
+                fsync_dir(spec.wal_dir.parent)
             staged.chmod(0o700)
             # rename(2) replaces only an empty directory: a target filled meanwhile fails here
             os.rename(staged, target)
         except OSError as exc:
+            if staged_wal is not None and spec.wal_dir is not None and spec.wal_dir.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(spec.wal_dir, staged_wal)
             raise RestoreError(f"cannot move the restored data into {target}: {exc}") from None
         fsync_dir(parent)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
+        if wal_holder is not None:
+            shutil.rmtree(wal_holder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """What either engine reports about the data dir it wrote."""
+
+    engine: str
+    etcdutl_version: str | None
+    member_id: str
+    cluster_id: str
+    revision: int | None
+    bumped_from: int | None
+
+
+def run_native(
+    snapshot: Path, spec: MemberSpec, emit: Emit, has_trailer: bool = True
+) -> EngineResult:
+    """Restore with the native engine (datadir.engine) and report progress as "restore"."""
+    from .datadir.engine import restore_native
+
+    cluster = spec.cluster_spec()
+    note(emit, f"restoring natively as member {spec.name} of cluster {cluster.id_hex}")
+    progress(emit, "restore", 0, 1)
+    out = restore_native(
+        snapshot,
+        cluster,
+        spec.name,
+        spec.data_dir,
+        spec.wal_dir,
+        bump_revision=spec.bump_revision or 0,
+        mark_compacted=spec.mark_compacted and bool(spec.bump_revision),
+        has_trailer=has_trailer,
+        progress=lambda done, total: progress(emit, "restore", done, total),
+    )
+    progress(emit, "restore", 1, 1)
+    return EngineResult(
+        "native", None, out.member_id, out.cluster_id, out.revision, out.bumped_from
+    )
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The chosen restore engine; ``etcdutl`` is set for the etcdutl engine."""
+
+    name: str
+    etcdutl: Etcdutl | None
+
+    def run(
+        self, snapshot: Path, spec: MemberSpec, emit: Emit, has_trailer: bool = True
+    ) -> EngineResult:
+        if self.etcdutl is None:
+            return run_native(snapshot, spec, emit, has_trailer)
+        run_etcdutl(self.etcdutl, snapshot, spec, emit, skip_hash_check=not has_trailer)
+        cluster = spec.cluster_spec()
+        return EngineResult(
+            "etcdutl",
+            self.etcdutl.version_text,
+            cluster.member_named(spec.name).id_hex,
+            cluster.id_hex,
+            None,
+            None,
+        )
+
+
+def choose_engine(settings: Settings, spec: MemberSpec) -> Engine:
+    """The ``[restore] engine``; refuse what it cannot do before anything is fetched."""
+    engine = settings.restore.engine
+    if engine == "native":
+        return Engine("native", None)
+    etcdutl = find_etcdutl(settings.restore.etcdutl)
+    if spec.bump_revision and not etcdutl.can_bump:
+        raise RestoreError(
+            f"--bump-revision/--mark-compacted need etcdutl >= 3.5.10; {etcdutl.path} is "
+            f"{etcdutl.version_text}: install a newer etcdutl ([restore] etcdutl), use "
+            '[restore] engine = "native", or restore without them'
+        )
+    return Engine("etcdutl", etcdutl)
 
 
 # --- the report -----------------------------------------------------------------------
@@ -387,12 +536,18 @@ class RestoreReport:
     initial_cluster: str
     initial_cluster_token: str
     initial_advertise_peer_urls: str
-    etcdutl_version: str
+    etcdutl_version: str | None
     bump_revision: int | None
     next_steps: list[str] = field(default_factory=list)
     recommendations: list[str] = field(default_factory=list)
     member_commands: list[MemberCommand] = field(default_factory=list)
     swap: dict[str, Any] | None = None
+    engine: str = "native"
+    wal_dir: str | None = None
+    member_id: str | None = None
+    cluster_id: str | None = None
+    snapshot_file: str | None = None
+    storage_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -426,6 +581,8 @@ def member_commands(
             "--initial-cluster-token",
             spec.initial_cluster_token,
         ]
+        if spec.wal_dir is not None:
+            argv += ["--wal-dir", str(spec.wal_dir)]
         if spec.bump_revision is not None:
             argv += ["--bump-revision", str(spec.bump_revision), "--mark-compacted"]
         out.append(MemberCommand(name, urls, argv))
@@ -448,6 +605,7 @@ def next_steps(spec: MemberSpec, multi: bool) -> list[str]:
             spec.initial_advertise_peer_urls,
             "--initial-cluster-state",
             "new",
+            *(["--wal-dir", str(spec.wal_dir)] if spec.wal_dir is not None else []),
         ]
     )
     steps = [
@@ -472,10 +630,10 @@ def next_steps(spec: MemberSpec, multi: bool) -> list[str]:
     return steps
 
 
-def recommendations(etcdutl: Etcdutl, spec: MemberSpec) -> list[str]:
-    if spec.bump_revision is not None:
+def recommendations(etcdutl: Etcdutl | None, spec: MemberSpec) -> list[str]:
+    if spec.bump_revision:
         return []
-    if etcdutl.can_bump:
+    if etcdutl is None or etcdutl.can_bump:
         return [
             f"For Kubernetes, restore with --bump-revision {K8S_BUMP} --mark-compacted so "
             "watch caches newer than the snapshot re-list instead of missing changes."
@@ -500,19 +658,20 @@ def restore(
     """Restore ``backup`` (an id or "latest") as member ``spec`` into a new data dir."""
     spec.check()
     check_target(spec.data_dir)
-    etcdutl = find_etcdutl(settings.restore.etcdutl)
-    if spec.bump_revision is not None and not etcdutl.can_bump:
-        raise RestoreError(
-            f"--bump-revision/--mark-compacted need etcdutl >= 3.5.10; {etcdutl.path} is "
-            f"{etcdutl.version_text}: install a newer etcdutl ([restore] etcdutl) or restore "
-            "without them"
-        )
+    check_wal_target(spec.wal_dir)
+    engine = choose_engine(settings, spec)
     manifest = resolve_backup(settings, store, backup)
     log = logsetup.get("restore")
-    log.info("restore starting", backup=manifest.id, data_dir=str(spec.data_dir), name=spec.name)
+    log.info(
+        "restore starting",
+        backup=manifest.id,
+        data_dir=str(spec.data_dir),
+        name=spec.name,
+        engine=engine.name,
+    )
     with scratch_dir(settings, "restore-") as scratch:
         checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
-        run_etcdutl(etcdutl, checked.path, spec, emit)
+        result = engine.run(checked.path, spec, emit)
     log.info("restore finished", backup=manifest.id, data_dir=str(spec.data_dir))
     multi = len(spec.members()) > 1
     age = (datetime.now(UTC) - manifest.created).total_seconds()
@@ -528,11 +687,110 @@ def restore(
         initial_cluster=spec.cluster,
         initial_cluster_token=spec.initial_cluster_token,
         initial_advertise_peer_urls=spec.initial_advertise_peer_urls,
-        etcdutl_version=etcdutl.version_text,
+        etcdutl_version=result.etcdutl_version,
         bump_revision=spec.bump_revision,
         next_steps=next_steps(spec, multi),
-        recommendations=recommendations(etcdutl, spec),
+        recommendations=recommendations(engine.etcdutl, spec),
         member_commands=member_commands(settings, manifest, spec, identity_hint) if multi else [],
+        engine=result.engine,
+        wal_dir=str(spec.wal_dir) if spec.wal_dir is not None else None,
+        member_id=result.member_id,
+        cluster_id=result.cluster_id,
+        storage_version=checked.storage_version,
+    )
+
+
+def check_local_snapshot(
+    path: Path, allow_no_trailer: bool
+) -> tuple[snapverify.VerifyReport, bool]:
+    """Verify a local plaintext snapshot natively; return (report, has a trailer)."""
+    if not path.is_file():
+        raise RestoreError(f"snapshot {path} is not a readable file")
+    # one pass: the trailer's sha256 runs beside the tree walk (verify_snapshot)
+    report = snapverify.verify_snapshot(path, "auto", require_trailer=False)
+    if report.sound and report.trailer_ok is None and not allow_no_trailer:
+        raise VerificationError(
+            f"snapshot {path} has no sha256 trailer (copied from a data dir?): its integrity "
+            "cannot be proven; pass --allow-no-trailer to restore it anyway"
+        )
+    if not report.sound or report.status is None:
+        problems = report.problems or ["no status"]
+        raise VerificationError(
+            f"snapshot {path} failed native verification: {problems[0]}", problems
+        )
+    return report, report.trailer_ok is True
+
+
+def restore_snapshot(
+    settings: Settings,
+    snapshot: Path,
+    spec: MemberSpec,
+    emit: Emit = no_emit,
+    *,
+    allow_no_trailer: bool = False,
+) -> RestoreReport:
+    """Restore a local plaintext snapshot file (``etcdctl snapshot save`` output) as ``spec``."""
+    spec.check()
+    check_target(spec.data_dir)
+    check_wal_target(spec.wal_dir)
+    engine = choose_engine(settings, spec)
+    note(emit, f"verifying {snapshot} natively")
+    report, has_trailer = check_local_snapshot(snapshot, allow_no_trailer)
+    st = report.status
+    assert st is not None
+    result = engine.run(snapshot, spec, emit, has_trailer)
+    logsetup.get("restore").info(
+        "restore finished", snapshot=str(snapshot), data_dir=str(spec.data_dir)
+    )
+    multi = len(spec.members()) > 1
+    commands = []
+    if multi:
+        for name, urls in spec.members():
+            argv = [
+                "etcd-backup-agent",
+                "restore",
+                "--snapshot",
+                str(snapshot),
+                *(["--config", str(settings.source)] if settings.source is not None else []),
+                "--data-dir",
+                str(spec.data_dir),
+                "--name",
+                name,
+                "--initial-cluster",
+                spec.cluster,
+                "--initial-advertise-peer-urls",
+                urls,
+                "--initial-cluster-token",
+                spec.initial_cluster_token,
+            ]
+            if spec.wal_dir is not None:
+                argv += ["--wal-dir", str(spec.wal_dir)]
+            if spec.bump_revision is not None:
+                argv += ["--bump-revision", str(spec.bump_revision), "--mark-compacted"]
+            commands.append(MemberCommand(name, urls, argv))
+    return RestoreReport(
+        backup_id="",
+        created_at="",
+        age_seconds=0.0,
+        revision=st.revision,
+        total_keys=st.total_key,
+        hash=st.hash,
+        data_dir=str(spec.data_dir),
+        name=spec.name,
+        initial_cluster=spec.cluster,
+        initial_cluster_token=spec.initial_cluster_token,
+        initial_advertise_peer_urls=spec.initial_advertise_peer_urls,
+        etcdutl_version=result.etcdutl_version,
+        bump_revision=spec.bump_revision,
+        next_steps=next_steps(spec, multi),
+        recommendations=recommendations(engine.etcdutl, spec),
+        member_commands=commands,
+        engine=result.engine,
+        wal_dir=str(spec.wal_dir) if spec.wal_dir is not None else None,
+        member_id=result.member_id,
+        cluster_id=result.cluster_id,
+        snapshot_file=str(snapshot),
+        storage_version=st.version,
     )
 
 
@@ -570,3 +828,48 @@ def check_backup(
         bundle=bundle,
         bundle_files=files,
     )
+
+
+# --- k3s / RKE2: the snapshot itself is what they restore from -------------------------
+
+
+def place_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` (0600, fsynced); never replace an existing ``dest``."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    except OSError as exc:
+        raise RestoreError(f"cannot write into {dest.parent}: {exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(f, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, dest)  # fails when dest exists: nothing is overwritten
+        fsync_dir(dest.parent)
+    except FileExistsError:
+        raise RestoreError(f"{dest} exists; nothing is overwritten") from None
+    except OSError as exc:
+        raise RestoreError(f"cannot write {dest}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def place_backup(
+    settings: Settings,
+    store: Store,
+    backup: str,
+    identity_text: str,
+    dest_dir: Path,
+    emit: Emit = no_emit,
+) -> tuple[Manifest, CheckedSnapshot, Path]:
+    """Fetch and check ``backup``, then copy its verified plaintext into ``dest_dir``."""
+    manifest = resolve_backup(settings, store, backup)
+    dest = dest_dir / f"etcd-backup-agent-{manifest.id}.db"
+    if dest.exists():
+        raise RestoreError(f"{dest} exists; nothing is overwritten")
+    with scratch_dir(settings, "restore-") as scratch:
+        checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
+        place_file(checked.path, dest)
+    return manifest, checked, dest

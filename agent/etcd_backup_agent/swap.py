@@ -1,4 +1,5 @@
-"""Guided swap: point a kubeadm static pod or a systemd etcd at a restored data dir.
+"""Guided swap: point a kubeadm static pod or a systemd etcd at a restored data dir, or
+put a verified snapshot where ``k3s``/``rke2 server --cluster-reset`` restores from.
 
 Plans are values (``SwapPlan``) that can be printed (``--dry-run``) or applied. Every file
 the swap changes is first moved or copied aside under a timestamped name; nothing is
@@ -18,7 +19,15 @@ from typing import Any
 
 from .errors import RestoreError
 
-LAYOUTS = ("kubeadm", "systemd")
+LAYOUTS = ("kubeadm", "systemd", "k3s", "rke2")
+# k3s and RKE2 embed etcd and restore it themselves from a snapshot file
+RESET_LAYOUTS = ("k3s", "rke2")
+KUBERNETES_LAYOUTS = ("kubeadm", "k3s", "rke2")
+RESET_SNAPSHOT_DIRS = {
+    "k3s": Path("/var/lib/rancher/k3s/server/db/snapshots"),
+    "rke2": Path("/var/lib/rancher/rke2/server/db/snapshots"),
+}
+RESET_UNITS = {"k3s": "k3s", "rke2": "rke2-server"}
 ETCD_MANIFEST = "etcd.yaml"
 APISERVER_MANIFEST = "kube-apiserver.yaml"
 _DATA_DIR_ARG = re.compile(r"^(\s*-\s*--data-dir[= ])(\S+?)(\s*)$")
@@ -314,3 +323,43 @@ def swap(
             f"guided swap failed part-way ({exc}); the originals are in {plan.backup_dir}; "
             "roll back with: " + " ; ".join(plan.rollback)
         ) from None
+
+
+def plan_cluster_reset(layout: str, snapshot_dir: Path | None, file_name: str) -> SwapPlan:
+    """Plan a k3s/RKE2 restore: the snapshot goes into the server's snapshot dir, and the
+    operator runs ``<k3s|rke2> server --cluster-reset --cluster-reset-restore-path=FILE``."""
+    if layout not in RESET_LAYOUTS:
+        raise RestoreError(f"layout {layout!r} does not restore through --cluster-reset")
+    directory = snapshot_dir or RESET_SNAPSHOT_DIRS[layout]
+    target = directory / file_name
+    if target.exists() or target.is_symlink():
+        raise RestoreError(f"{target} exists; nothing is overwritten (remove or rename it)")
+    unit = RESET_UNITS[layout]
+    db_dir = directory.parent
+    command = f"{layout} server --cluster-reset --cluster-reset-restore-path={target}"
+    plan = SwapPlan(
+        layout=layout,
+        new_data_dir=str(target),
+        old_data_dir=str(db_dir / "etcd"),
+        backup_dir=str(directory),
+    )
+    plan.steps = [
+        f"write the verified snapshot to {target} (0600)",
+        f"systemctl stop {unit}   (on every server node)",
+        f"{command}   (on this node; it exits when the reset is done)",
+        f"systemctl start {unit}   (this node)",
+        f"on every other server: mv {db_dir} {db_dir}.before-restore, then systemctl start "
+        f"{unit} (they rejoin and sync from this node)",
+    ]
+    plan.rollback = [
+        f"systemctl stop {unit}",
+        f"{layout} moves the old etcd dir aside during the reset "
+        f"({db_dir}/etcd-old-<timestamp>): move it back to {db_dir}/etcd",
+        f"systemctl start {unit}",
+    ]
+    return plan
+
+
+def cluster_reset_command(plan: SwapPlan) -> str:
+    """The exact command the operator runs for a k3s/RKE2 plan."""
+    return f"{plan.layout} server --cluster-reset --cluster-reset-restore-path={plan.new_data_dir}"

@@ -37,11 +37,20 @@ def make_config(
     endpoint: str = "http://127.0.0.1:1",
     identity: Path | None = None,
     socket: Path | None = None,
+    engine: str | None = None,
 ) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     drill: dict[str, object] = {"etcd": etcd_bin("etcd"), "sample_keys": 20}
     if identity is not None:
         drill["identity_file"] = str(identity)
+    restore: dict[str, object] = {
+        "etcdutl": etcd_bin("etcdutl"),
+        "manifests_dir": str(base / "kubernetes" / "manifests"),
+        "etcd_config": str(base / "etcd" / "etcd.conf.yml"),
+        "work_dir": str(base / "work"),
+    }
+    if engine is not None:
+        restore["engine"] = engine
     return write_config(
         base / "config.toml",
         cluster={"name": "test", "node": "node1"},
@@ -52,12 +61,7 @@ def make_config(
         coordination={"mode": "none"},
         metrics={"enabled": False},
         control={"socket": str(socket or base / "agent.sock"), "max_connections": 64},
-        restore={
-            "etcdutl": etcd_bin("etcdutl"),
-            "manifests_dir": str(base / "kubernetes" / "manifests"),
-            "etcd_config": str(base / "etcd" / "etcd.conf.yml"),
-            "work_dir": str(base / "work"),
-        },
+        restore=restore,
         drill=drill,
     )
 

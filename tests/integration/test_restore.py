@@ -44,9 +44,11 @@ def _restore_argv(cfg: Path, key: Path, data_dir: Path, port: int, *extra: str) 
     ]
 
 
+@pytest.mark.parametrize("engine", ["native", "etcdutl"])
 def test_disaster_restore_offline_brings_back_every_key(
-    backed: Backed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backed: Backed, tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str
 ) -> None:
+    cfg = make_config(tmp_path / "agent", backed.store, backed.recipient, engine=engine)
     manifest = _manifest(backed.store)
     assert manifest.revision == backed.revision
     # the disaster: the old data dir is gone (a copy of it here; the fixture's stays)
@@ -55,13 +57,17 @@ def test_disaster_restore_offline_brings_back_every_key(
     shutil.rmtree(lost)
     new = tmp_path / "restored"
     port = free_port()
-    argv = _restore_argv(backed.config, backed.identity, new, port, "--json")
+    argv = _restore_argv(cfg, backed.identity, new, port, "--json")
     assert agent_main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["revision"] == manifest.revision
     assert report["data_dir"] == str(new)
+    assert report["engine"] == engine
     assert report["next_steps"] and report["recommendations"]
-    assert "3.5.10" in report["recommendations"][0]
+    if engine == "etcdutl":
+        assert "3.5.10" in report["recommendations"][0]
+    else:
+        assert "--bump-revision 1000000000" in report["recommendations"][0]
     assert not list(tmp_path.glob(".restored.restoring-*"))
     server = EtcdServer(new, peer_port=port)
     server.start()
@@ -190,8 +196,9 @@ def test_unknown_id_and_missing_manifest(
 def test_bump_revision_refused_on_old_etcdutl(
     backed: Backed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    cfg = make_config(tmp_path / "agent", backed.store, backed.recipient, engine="etcdutl")
     argv = _restore_argv(
-        backed.config,
+        cfg,
         backed.identity,
         tmp_path / "t",
         free_port(),
@@ -261,6 +268,8 @@ def test_restore_apply_kubeadm_and_dry_run(
     assert agent_main([*base, "--apply", "--swap-wait", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (new / "member" / "snap" / "db").is_file()
+    # the native engine (the default) bumps for Kubernetes layouts unless told otherwise
+    assert report["engine"] == "native" and report["bump_revision"] == 1_000_000_000
     assert report["swap"]["applied"] is True
     assert f"path: {new}" in (manifests / "etcd.yaml").read_text()
     assert (Path(report["swap"]["backup_dir"]) / "etcd.yaml").read_text() == ETCD_YAML

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..control.client import Progress, show
-from ..errors import EXIT_FAILURE, EXIT_OK
+from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..operations import Operations
+from ..swap import LAYOUTS, RESET_LAYOUTS
 from . import load_settings
 
 RESTORE_EPILOG = """examples:
@@ -22,7 +23,14 @@ RESTORE_EPILOG = """examples:
       --initial-cluster cp1=https://10.0.0.1:2380 \\
       --initial-advertise-peer-urls https://10.0.0.1:2380
   etcd-backup-agent restore latest ... --apply --layout kubeadm --dry-run   (print the swap plan)
+  etcd-backup-agent restore --snapshot /root/snap.db --data-dir /var/lib/etcd-new ...
+      (a local plaintext snapshot, e.g. from `etcdctl snapshot save`; no identity needed)
+  etcd-backup-agent restore latest --identity KEY --layout k3s --apply
+      (k3s/RKE2: place the snapshot and print the `k3s server --cluster-reset` command)
 
+The restore engine is [restore] engine: "native" (default, no etcd binaries needed) or
+"etcdutl". With --layout kubeadm|k3s|rke2 the native engine bumps the revision by
+1000000000 and marks it compacted unless --bump-revision is given (0 = no bump).
 The target data dir must not exist or be empty; nothing existing is ever deleted.
 exit codes: 0 restored, 1 failed (target untouched), 2 usage or config
 """
@@ -43,22 +51,28 @@ def register(
         "restore",
         parents=[common],
         help="restore a backup into a new etcd data dir (no daemon needed)",
-        description="Fetch a backup, check it against its manifest, decrypt, verify, and run "
-        "`etcdutl snapshot restore` into a NEW data dir; optionally swap it in.",
+        description="Fetch a backup (or take a local --snapshot), check it, decrypt, verify, "
+        "and write a NEW etcd data dir as `etcdutl snapshot restore` would (natively, or with "
+        "etcdutl); optionally swap it in.",
         epilog=RESTORE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("backup", metavar="ID|latest")
-    r.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    r.add_argument("--data-dir", required=True, type=Path, help="the NEW data dir")
+    r.add_argument("backup", nargs="?", metavar="ID|latest")
+    r.add_argument("--snapshot", type=Path, metavar="FILE", help="restore this local snapshot")
+    r.add_argument("--allow-no-trailer", action="store_true", help="with --snapshot")
+    r.add_argument("--identity", metavar="FILE", help="age identity file, or - (backups)")
+    r.add_argument("--data-dir", type=Path, help="the NEW data dir")
+    r.add_argument("--wal-dir", type=Path, help="put the WAL here (a NEW dir), as etcd --wal-dir")
     r.add_argument("--name", default="default", help="this member's name")
     r.add_argument("--initial-cluster", default="", help="NAME=PEER_URL,... of every member")
     r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
     r.add_argument("--initial-cluster-token", default="etcd-cluster")
-    r.add_argument("--bump-revision", type=int, help="needs etcdutl >= 3.5.10")
+    r.add_argument(
+        "--bump-revision", type=int, help="raise the revision by N (etcdutl engine: >= 3.5.10)"
+    )
     r.add_argument("--mark-compacted", action="store_true", help="with --bump-revision")
     r.add_argument("--apply", action="store_true", help="also swap the restored dir in")
-    r.add_argument("--layout", choices=("kubeadm", "systemd"), help="how etcd runs here")
+    r.add_argument("--layout", choices=LAYOUTS, help="how etcd runs here")
     r.add_argument("--dry-run", action="store_true", help="print the swap plan, touch nothing")
     r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
     r.add_argument(
@@ -103,9 +117,13 @@ def run_offline(args: argparse.Namespace, op: str, request: dict[str, Any]) -> A
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    if (args.backup is None) == (args.snapshot is None):
+        raise UsageError("give a backup (ID or latest) or --snapshot FILE, not both")
+    if args.backup is not None and args.identity is None:
+        raise UsageError("restoring a backup needs --identity FILE (or -)")
+    if args.data_dir is None and args.layout not in RESET_LAYOUTS:
+        raise UsageError("--data-dir is required (the NEW data dir)")
     req: dict[str, Any] = {
-        "backup": args.backup,
-        "data_dir": str(args.data_dir.absolute()),
         "name": args.name,
         "initial_advertise_peer_urls": args.initial_advertise_peer_urls,
         "initial_cluster_token": args.initial_cluster_token,
@@ -114,6 +132,15 @@ def run_restore(args: argparse.Namespace) -> int:
         "dry_run": args.dry_run,
         "swap_wait": args.swap_wait,
     } | identity_args(args.identity)
+    if args.backup is not None:
+        req["backup"] = args.backup
+    if args.snapshot is not None:
+        req["snapshot"] = str(args.snapshot.absolute())
+        req["allow_no_trailer"] = args.allow_no_trailer
+    if args.data_dir is not None:
+        req["data_dir"] = str(args.data_dir.absolute())
+    if args.wal_dir is not None:
+        req["wal_dir"] = str(args.wal_dir.absolute())
     if args.with_bundle:
         req["with_bundle"] = True
     if args.initial_cluster:

@@ -152,17 +152,39 @@ def show(op: str, result: Any) -> None:
         if not result.get("complete", True):
             print("warning: the store listing was incomplete")
         return
+    if op == "restore" and isinstance(result, dict) and "placed_snapshot" in result:
+        print(
+            f"placed {result['source']} (revision {result['revision']}) at "
+            f"{result['placed_snapshot']}"
+        )
+        print("next steps:")
+        for i, step in enumerate(result["swap"]["steps"][1:], 1):
+            print(f"  {i}. {step}")
+        print(f"the command: {result['command']}")
+        return
     if op == "restore" and isinstance(result, dict) and "next_steps" in result:
-        print(f"restored backup {result['backup_id']} into {result['data_dir']}")
-        age_h = float(result.get("age_seconds", 0)) / 3600
+        if result.get("backup_id"):
+            print(f"restored backup {result['backup_id']} into {result['data_dir']}")
+            age_h = float(result.get("age_seconds", 0)) / 3600
+            print(
+                f"  taken {result['created_at']} ({age_h:.1f} h ago), "
+                f"revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)"
+            )
+        else:
+            print(f"restored snapshot {result.get('snapshot_file')} into {result['data_dir']}")
+            print(f"  revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)")
+        engine = result.get("engine", "etcdutl")
+        if engine == "etcdutl":
+            engine = f"etcdutl {result['etcdutl_version']}"
         print(
-            f"  taken {result['created_at']} ({age_h:.1f} h ago), revision {result['revision']}, "
-            f"{result.get('total_keys')} keys (bbolt count)"
+            f"  member {result['name']} ({result.get('member_id')}) of {result['initial_cluster']} "
+            f"(token {result['initial_cluster_token']}, cluster {result.get('cluster_id')}), "
+            f"engine {engine}"
         )
-        print(
-            f"  member {result['name']} of {result['initial_cluster']} "
-            f"(token {result['initial_cluster_token']}), etcdutl {result['etcdutl_version']}"
-        )
+        if result.get("wal_dir"):
+            print(f"  WAL in {result['wal_dir']}")
+        if result.get("bump_revision"):
+            print(f"  revision bumped by {result['bump_revision']} and marked compacted")
         print("next steps:")
         for i, step in enumerate(result["next_steps"], 1):
             print(f"  {i}. {step}")
@@ -316,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("backup", metavar="ID|latest")
     r.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
     r.add_argument("--data-dir", required=True, help="NEW data dir (must not exist or be empty)")
+    r.add_argument("--wal-dir", help="put the WAL in this NEW dir (etcd --wal-dir)")
     r.add_argument("--name", default="default")
     r.add_argument("--initial-cluster", default="")
     r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
@@ -323,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bump-revision", type=int)
     r.add_argument("--mark-compacted", action="store_true")
     r.add_argument("--apply", action="store_true", help="also perform the guided swap")
-    r.add_argument("--layout", choices=("kubeadm", "systemd"))
+    r.add_argument("--layout", choices=("kubeadm", "systemd", "k3s", "rke2"))
     r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
     r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
     r.add_argument("--with-bundle", action="store_true", help="kubeadm: put the bundle back too")
@@ -384,6 +407,8 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
             args["layout"] = ns.layout
         if ns.bump_revision is not None:
             args["bump_revision"] = ns.bump_revision
+        if ns.wal_dir:
+            args["wal_dir"] = str(Path(ns.wal_dir).absolute())
         if ns.with_bundle:
             args["with_bundle"] = True
     return args

@@ -44,6 +44,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "identity_file": ((str,), False),
         "identity": ((str,), False),
         "data_dir": ((str,), True),
+        "wal_dir": ((str,), False),
         "name": ((str,), False),
         "initial_cluster": ((str,), False),
         "initial_advertise_peer_urls": ((str,), False),
