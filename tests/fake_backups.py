@@ -102,5 +102,6 @@ class MemoryStore:
     def add(self, m: Manifest, *, with_object: bool = True) -> None:
         """Store ``m`` as a complete backup (object, then manifest)."""
         if with_object:
-            self.data[object_key(m.cluster, m.id)] = b"sealed"
+            # the size the manifest records: another size makes the backup incomplete
+            self.data[object_key(m.cluster, m.id)] = b"s" * m.object_size
         self.data[manifest_key(m.cluster, m.id)] = m.to_json().encode()

@@ -1,8 +1,11 @@
 """Read the backups of one cluster from a store: manifests, leftovers, unreadable files.
 
-A backup exists only when its manifest exists (see ``manifest``); objects without a
-manifest are orphans to report, and manifests that do not parse are listed with the
-reason, never silently dropped.
+A backup exists only when its manifest exists (see ``manifest``) and its object is in the
+same listing with the size the manifest records. A manifest whose object is missing or has
+another size is *incomplete*: it is reported, never counted as a backup (not by ``latest``,
+retention, scheduling or drills) and never deleted here. Objects without a manifest are
+orphans to report, and manifests that do not parse are listed with the reason, never
+silently dropped. The check costs nothing: the listing already holds every object's size.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ LATEST = "latest"
 
 
 @dataclass(frozen=True)
+class Incomplete:
+    """A manifest whose object is missing or does not have the recorded size."""
+
+    manifest: Manifest
+    reason: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     """The backups of one cluster, newest first, and what else was found beside them."""
 
@@ -31,15 +42,16 @@ class Catalog:
     orphans: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
     complete: bool = True
+    incomplete: tuple[Incomplete, ...] = ()
 
     @property
     def newest_verified(self) -> Manifest | None:
         return next((m for m in self.backups if m.verified), None)
 
 
-def sort_key(m: Manifest) -> tuple[float, str]:
-    """Order backups by creation time, then id (so equal timestamps still sort stably)."""
-    return m.created.timestamp(), m.id
+def sort_key(m: Manifest) -> tuple[float, int, str]:
+    """Order backups by creation time (whole seconds), then revision, then id."""
+    return m.created.timestamp(), m.revision, m.id
 
 
 # Manifests are written once and never changed: a long-running reader may keep the parsed
@@ -71,10 +83,19 @@ def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None)
 
     backups: list[Manifest] = []
     unreadable: list[str] = []
+    incomplete: list[Incomplete] = []
+
+    def add(m: Manifest) -> None:
+        problem = _object_problem(m, sizes.get(objects.get(m.id, "")))
+        if problem:
+            incomplete.append(Incomplete(m, problem))
+        else:
+            backups.append(m)
+
     for bid, key in sorted(manifests.items()):
         cached = cache.get((key, sizes[key])) if cache is not None else None
         if cached is not None:
-            backups.append(cached)
+            add(cached)
             continue
         try:
             data = store.get_bytes(key)
@@ -85,7 +106,7 @@ def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None)
         if manifest is None:
             unreadable.append(f"{key}: {problem}")
         else:
-            backups.append(manifest)
+            add(manifest)
             if cache is not None:
                 cache[(key, sizes[key])] = manifest
     if cache is not None:
@@ -102,7 +123,17 @@ def list_backups(store: Store, cluster: str, cache: ManifestCache | None = None)
         orphans=orphans,
         unreadable=tuple(unreadable),
         complete=listing.complete,
+        incomplete=tuple(sorted(incomplete, key=lambda i: sort_key(i.manifest), reverse=True)),
     )
+
+
+def _object_problem(m: Manifest, listed_size: int | None) -> str:
+    """Why the listed object does not complete ``m`` ('' when it does)."""
+    if listed_size is None:
+        return f"object {m.object} is missing"
+    if m.object_size > 0 and listed_size != m.object_size:
+        return f"object {m.object} has {listed_size} bytes, the manifest says {m.object_size}"
+    return ""
 
 
 def _check(data: bytes, cluster: str, bid: str) -> tuple[str, Manifest | None]:
@@ -131,4 +162,7 @@ def find_backup(catalog: Catalog, id_or_latest: str) -> Manifest:
     for m in catalog.backups:
         if m.id == id_or_latest:
             return m
+    for i in catalog.incomplete:
+        if i.manifest.id == id_or_latest:
+            raise BackupNotFound(f"backup {id_or_latest!r} is incomplete: {i.reason}")
     raise BackupNotFound(f"no backup with id {id_or_latest!r}")

@@ -124,6 +124,10 @@ class Metrics:
         self.pending_uploads = gauge(
             "etcd_backup_pending_uploads", "Sealed backups in the spool waiting for the store."
         )
+        self.incomplete_backups = gauge(
+            "etcd_backup_incomplete_backups",
+            "Manifests in the store whose object is missing or has another size (not backups).",
+        )
 
         self.keyspace = KeyspaceGauges(r, cluster, keyspace_top)
 
@@ -154,6 +158,7 @@ class Metrics:
             self.drill_last_success,
             self.spool_bytes,
             self.pending_uploads,
+            self.incomplete_backups,
         ):
             g.labels(cluster)
         self.verification_failures.labels(cluster)
@@ -235,6 +240,9 @@ class Metrics:
         if times:
             self._g(self.oldest).set(min(times))
             self._newer_success(max(times))
+
+    def set_incomplete(self, count: int) -> None:
+        self._g(self.incomplete_backups).set(count)
 
     def set_up(self, store: bool | None = None, etcd: bool | None = None) -> None:
         if store is not None:

@@ -153,6 +153,10 @@ class Operations:
         return {
             "backups": [m.to_dict() for m in catalog.backups],
             "orphans": list(catalog.orphans),
+            "incomplete": [
+                {"id": i.manifest.id, "object": i.manifest.object, "reason": i.reason}
+                for i in catalog.incomplete
+            ],
             "complete": catalog.complete,
         }
 

@@ -6,6 +6,8 @@ backup of each of the N most recent buckets that hold a backup; ``keep_within`` 
 backup at most that long older than the newest backup. A backup is kept when any rule keeps
 it. An empty policy keeps everything. Two safety rules override the policy: the newest
 verified backup is always kept, and so is any backup whose object lock has not expired.
+Only complete backups (see ``catalog``) take part: a manifest whose object is missing is
+neither counted by a rule nor deleted; the report lists it for the operator.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class PruneReport:
     result: ApplyResult
     orphans: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
+    incomplete: tuple[tuple[str, str], ...] = ()  # (id, reason): never deleted by retention
 
     @property
     def kept(self) -> int:
@@ -232,6 +235,7 @@ def prune(store: Store, settings: Settings, now: datetime, dry_run: bool = False
         result=result,
         orphans=catalog.orphans,
         unreadable=catalog.unreadable,
+        incomplete=tuple((i.manifest.id, i.reason) for i in catalog.incomplete),
     )
 
 
@@ -271,6 +275,7 @@ def report_dict(report: PruneReport) -> dict[str, Any]:
         "failed": [{"id": bid, "reason": reason} for bid, reason in report.result.failed],
         "orphans": list(report.orphans),
         "unreadable": list(report.unreadable),
+        "incomplete": [{"id": bid, "reason": reason} for bid, reason in report.incomplete],
         "summary": {
             "backups": len(report.decisions),
             "kept": report.kept,
@@ -279,6 +284,7 @@ def report_dict(report: PruneReport) -> dict[str, Any]:
             "failed": len(report.result.failed),
             "orphans": len(report.orphans),
             "unreadable": len(report.unreadable),
+            "incomplete": len(report.incomplete),
         },
     }
 
@@ -301,12 +307,17 @@ def format_report(data: dict[str, Any]) -> list[str]:
         lines.append(f"(no backups of cluster {data['cluster']!r} in {data['store']})")
     lines += [f"orphan (no manifest, not deleted): {key}" for key in data["orphans"]]
     lines += [f"unreadable manifest (not deleted): {line}" for line in data["unreadable"]]
+    lines += [
+        f"INCOMPLETE    {i['id']}  {i['reason']} (not a backup; not deleted)"
+        for i in data.get("incomplete", [])
+    ]
     s = data["summary"]
     verb = "would delete" if data["dry_run"] else "deleted"
     lines.append(
         f"{s['backups']} backup(s): {s['kept']} kept, {verb} {s['deleted']}, "
         f"{s['skipped_locked']} skipped (object lock), {s['failed']} failed; "
         f"{s['orphans']} orphan(s), {s['unreadable']} unreadable"
+        + (f", {s['incomplete']} incomplete" if s.get("incomplete") else "")
         + (" [dry run]" if data["dry_run"] else "")
     )
     return lines

@@ -25,7 +25,7 @@ DAYS = [f"2026-11-{d}T12:00:00" for d in range(19, 25)]  # 19th (oldest) .. 24th
 
 
 def add(store: LocalStore, m: Manifest) -> None:
-    store.put_bytes(object_key(m.cluster, m.id), b"sealed " + m.id.encode())
+    store.put_bytes(object_key(m.cluster, m.id), b"s" * m.object_size)
     store.put_bytes(manifest_key(m.cluster, m.id), m.to_json().encode())
 
 
@@ -178,6 +178,7 @@ def test_prune_command_dry_run_json_then_for_real(
         "failed": 0,
         "orphans": 1,
         "unreadable": 1,
+        "incomplete": 0,
     }
 
     assert cli.main(["prune", "--config", str(cfg)]) == 0

@@ -25,7 +25,7 @@ def test_lists_backups_newest_first(tmp_path: Path) -> None:
         for t in ("2026-11-23T00:00:00", "2026-11-24T00:00:00", "2026-11-22T00:00:00")
     ]
     for m in ms:
-        put(store, object_key("c1", m.id), b"sealed")
+        put(store, object_key("c1", m.id), b"s" * m.object_size)
         put(store, manifest_key("c1", m.id), m.to_json().encode())
     cat = list_backups(store, "c1")
     assert [m.created_at for m in cat.backups] == [
@@ -39,7 +39,7 @@ def test_lists_backups_newest_first(tmp_path: Path) -> None:
 def test_objects_without_manifest_are_orphans_not_backups(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     m = fake_manifest("2026-11-24T00:00:00")
-    put(store, object_key("c1", m.id), b"sealed")
+    put(store, object_key("c1", m.id), b"s" * m.object_size)
     cat = list_backups(store, "c1")
     assert cat.backups == ()
     assert cat.orphans == (object_key("c1", m.id),)
@@ -48,6 +48,7 @@ def test_objects_without_manifest_are_orphans_not_backups(tmp_path: Path) -> Non
 def test_unreadable_manifests_are_reported_with_the_reason(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     good = fake_manifest("2026-11-24T00:00:00")
+    put(store, object_key("c1", good.id), b"s" * good.object_size)
     put(store, manifest_key("c1", good.id), good.to_json().encode())
     bad_json = fake_manifest("2026-11-23T00:00:00")
     put(store, manifest_key("c1", bad_json.id), b"{not json")
@@ -80,7 +81,7 @@ def test_other_clusters_are_not_listed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     for cluster in ("c1", "c10", "c2"):
         m = fake_manifest("2026-11-24T00:00:00", cluster=cluster)
-        put(store, object_key(cluster, m.id), b"sealed")
+        put(store, object_key(cluster, m.id), b"s" * m.object_size)
         put(store, manifest_key(cluster, m.id), m.to_json().encode())
     put(store, "c10/20261124T000000Z-r9-x.db.zst.age", b"orphan of c10")
     cat = list_backups(store, "c1")
@@ -134,7 +135,7 @@ def test_cache_reads_each_manifest_once_and_forgets_deleted_ones(tmp_path: Path)
     store = LocalStore(tmp_path)
 
     def _put(m: Manifest) -> Manifest:
-        put(store, object_key("c1", m.id), b"sealed")
+        put(store, object_key("c1", m.id), b"s" * m.object_size)
         put(store, manifest_key("c1", m.id), m.to_json().encode())
         return m
 
@@ -156,3 +157,38 @@ def test_cache_reads_each_manifest_once_and_forgets_deleted_ones(tmp_path: Path)
     store.delete(manifest_key("c1", first.id))
     assert [m.id for m in list_backups(store, "c1", cache).backups] == [second.id]
     assert [k for k, _size in cache] == [manifest_key("c1", second.id)]
+
+
+def test_a_manifest_without_its_object_or_with_another_size_is_incomplete() -> None:
+    store = MemoryStore()
+    whole, gone, short = (
+        fake_manifest(t)
+        for t in ("2026-11-22T00:00:00", "2026-11-23T00:00:00", "2026-11-24T00:00:00")
+    )
+    store.add(whole)
+    store.add(gone, with_object=False)
+    store.add(short)
+    store.data[object_key("c1", short.id)] = b"s" * (short.object_size - 1)
+    cache: dict[tuple[str, int], Manifest] = {}
+    for _ in range(2):  # a cached manifest is checked against each new listing too
+        cat = list_backups(store, "c1", cache=cache)
+        assert [m.id for m in cat.backups] == [whole.id]
+        assert [(i.manifest.id, i.reason) for i in cat.incomplete] == [
+            (short.id, f"object {short.object} has 9 bytes, the manifest says 10"),
+            (gone.id, f"object {gone.object} is missing"),
+        ]
+    assert cat.newest_verified == whole
+    assert find_backup(cat, "latest") == whole
+    with pytest.raises(BackupNotFound, match=r"is incomplete: object .* is missing"):
+        find_backup(cat, gone.id)
+    store.data[object_key("c1", gone.id)] = b"s" * gone.object_size  # the object came back
+    assert [m.id for m in list_backups(store, "c1", cache=cache).backups] == [gone.id, whole.id]
+
+
+def test_same_second_backups_order_by_revision() -> None:
+    a = replace(fake_manifest("2026-11-24T00:00:00"), revision=6, id="20261124T000000Z-r6-n1")
+    b = replace(a, revision=11, id="20261124T000000Z-r11-n1")
+    store = MemoryStore()
+    for m in (a, b):
+        store.add(replace(m, object=object_key("c1", m.id)))
+    assert [m.revision for m in list_backups(store, "c1").backups] == [11, 6]

@@ -45,6 +45,7 @@ EXPECTED = {
     "etcd_backup_keyspace_objects",
     "etcd_backup_keyspace_bytes",
     "etcd_backup_keyspace_history_bytes",
+    "etcd_backup_incomplete_backups",
 }
 # no sample until a backup with a keyspace summary is known: a made-up 0 would look like
 # a drop (and then growth) to the alert rules

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..catalog import list_backups
+from ..catalog import Incomplete, list_backups
 from ..errors import EXIT_OK
 from ..store import open_store
 from . import load_settings
@@ -26,7 +26,8 @@ def register(
     p.add_argument(
         "--orphans",
         action="store_true",
-        help="also list objects without a manifest (leftovers of failed runs)",
+        help="also list objects without a manifest (leftovers of failed runs) and, in --json, "
+        "manifests whose object is missing (incomplete)",
     )
     p.set_defaults(handler=run)
 
@@ -42,6 +43,14 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _warn_incomplete(incomplete: tuple[Incomplete, ...]) -> None:
+    for i in incomplete:
+        sys.stderr.write(
+            f"warning: INCOMPLETE {i.manifest.id}: {i.reason}; not a backup "
+            "(never restored, counted or pruned; delete its manifest once understood)\n"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     store = open_store(settings)
@@ -52,8 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out: object = [m.to_dict() for m in catalog.backups]
         if args.orphans:
-            out = {"backups": out, "orphans": list(catalog.orphans)}
+            out = {
+                "backups": out,
+                "orphans": list(catalog.orphans),
+                "incomplete": [
+                    {"id": i.manifest.id, "object": i.manifest.object, "reason": i.reason}
+                    for i in catalog.incomplete
+                ],
+            }
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        _warn_incomplete(catalog.incomplete)
         return EXIT_OK
     rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
     for m in catalog.backups:
@@ -76,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.orphans:
         for key in catalog.orphans:
             print(f"orphan (no manifest): {key}")
+    _warn_incomplete(catalog.incomplete)
     for entry in catalog.unreadable:
         sys.stderr.write(f"warning: unreadable manifest: {entry}\n")
     if not catalog.complete:
