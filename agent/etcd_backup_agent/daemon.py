@@ -28,7 +28,15 @@ from .config import Settings, load, split_listen
 from .control.server import ControlServer
 from .coordination import BackupSkipped, Coordinator
 from .drill import FAILURE, DrillReport, drill, drill_plaintext
-from .errors import AgentError, Busy, Cancelled, ConfigError, StoreError, VerificationError
+from .errors import (
+    AgentError,
+    Busy,
+    Cancelled,
+    ConfigError,
+    StoreError,
+    StoreUnavailable,
+    VerificationError,
+)
 from .etcd_source import EtcdSource
 from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
@@ -36,12 +44,21 @@ from .operations import Operations, read_identity
 from .pipeline import AfterVerifyHook, Pipeline, SealedBackup, Spool, sweep_stale_uploads
 from .retention import prune
 from .sdnotify import Notifier
+from .spool_lock import SpoolLock
 from .store import Store, open_store
+from .sweep import sweep_leftovers, sweep_pending_orphans
 
 Emit = Callable[[dict[str, Any]], None]
 TICK = 1.0
 PROBE_EVERY = 10
 CATALOG_EVERY = 300
+# Listings that only inform (the probe, the start, the publish check) give up quickly: the
+# daemon must not wait retry_max_time (300 s by default) to learn that the store is down.
+LIST_RETRY_MAX = 5.0
+# Everything a stop does fits systemd's TimeoutStopSec (90 s in the shipped unit): the
+# grace, then the cancellation, then the joins. The rest of the 90 s is margin.
+STOP_BUDGET = 80.0
+CANCEL_RESERVE = 20.0
 
 
 @dataclass
@@ -55,16 +72,23 @@ class Wiring:
     coordinator: Coordinator
     probe_coordinator: Coordinator
     policy: scheduling.Policy
+    lister: Store  # the same store with a short retry budget, for listings
     manifests: ManifestCache = field(default_factory=dict)  # parsed manifests of the store
 
     @classmethod
     def build(cls, settings: Settings) -> Wiring:
         store = open_store(settings)
+        s3 = settings.store.s3
+        lister = store
+        if s3 is not None and s3.retry_max_time > LIST_RETRY_MAX:
+            quick = replace(s3, retry_max_time=LIST_RETRY_MAX)
+            lister = open_store(replace(settings, store=replace(settings.store, s3=quick)))
         source = EtcdSource(settings.etcd)
         probe = EtcdSource(settings.etcd)
         c = settings.coordination
         return cls(
             settings=settings,
+            lister=lister,
             store=store,
             source=source,
             probe=probe,
@@ -74,7 +98,7 @@ class Wiring:
         )
 
     def close(self) -> None:
-        for closer in (self.source.close, self.probe.close, self.store.close):
+        for closer in (self.source.close, self.probe.close, self.store.close, self.lister.close):
             with contextlib.suppress(Exception):
                 closer()
 
@@ -163,6 +187,11 @@ class Daemon:
         self.last_drill = LastDrill()
         self._drill_due_at = 0.0  # time.monotonic(); the first drill is due at start
         self._drilling = False
+        self._spool_lock = SpoolLock(self.settings.spool.dir)
+        self._listed = threading.Event()  # the first store listing ended (either way)
+        self._holder: str | None = None  # the coordination holder, as the last probe saw it
+        self._incomplete: tuple[str, ...] = ()
+        self._leftover_bytes = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -193,10 +222,11 @@ class Daemon:
         w = self.wiring
         spool = Spool(s.spool.dir)
         spool.ensure()
-        removed = spool.clean_partials()
-        self._sweep_multipart(w)
+        self._spool_lock.acquire("run --once" if self.once else "run")
+        removed = spool.clean_partials() + sweep_pending_orphans(s.spool.dir, self.log)
         self.metrics.set_expected_interval(w.policy.expected_interval)
-        self._refresh_catalog(w, seed_state=True)
+        # the store is listed on a thread: READY never waits for it, whatever it does
+        self._spawn_probe(lambda: self._first_listing(w))
         self._update_spool_metrics()
         if s.metrics.enabled and not self.once:
             host, port = split_listen(s.metrics.listen)
@@ -215,7 +245,6 @@ class Daemon:
         self.scheduler.every(1).seconds.do(self._guarded(self._tick))
         self.scheduler.every(PROBE_EVERY).seconds.do(self._guarded(self._start_probe))
         self.scheduler.every(CATALOG_EVERY).seconds.do(self._guarded(self._start_catalog_probe))
-        self._start_probe()
         decision = self._decide()
         self.log.info(
             "daemon started",
@@ -226,8 +255,7 @@ class Daemon:
             coordination=s.coordination.mode,
             interval=w.policy.interval,
             at=list(s.schedule.at),
-            newest_backup=format_time(self.state.newest) if self.state.newest else None,
-            next_run=format_time(decision.next_at) if not decision.run else "now",
+            next_run=format_time(decision.next_at) if not decision.run else "after listing",
             spool_partials_removed=removed,
             metrics=self._http.address if self._http else None,
             drill=self._drill_mode(s),
@@ -237,31 +265,34 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
-        self.log.info("stopping", grace=self.settings.daemon.shutdown_grace)
+        begun = time.monotonic()
+        grace, cancel_wait = stop_plan(self.settings.daemon.shutdown_grace)
+        self.log.info("stopping", grace=grace)
         self._stop_control()
         if self.flight.busy:
-            deadline = time.monotonic() + self.settings.daemon.shutdown_grace
-            self.log.info(
-                "waiting for the running backup", grace=self.settings.daemon.shutdown_grace
-            )
+            deadline = begun + grace
+            self.log.info("waiting for the running backup", grace=grace)
             while self.flight.busy and time.monotonic() < deadline and not self.cancel.is_set():
                 self.notifier.watchdog()
                 time.sleep(0.1)
             if self.flight.busy:
                 self.log.warning("cancelling the running backup (shutdown grace is over)")
                 self.cancel.set()
-                end = time.monotonic() + 60
+                end = begun + grace + cancel_wait
                 while self.flight.busy and time.monotonic() < end:
                     self.notifier.watchdog()
                     time.sleep(0.1)
         if self._worker is not None:
-            self._worker.join(timeout=5)
+            self._worker.join(timeout=max(0.0, min(5.0, begun + STOP_BUDGET - time.monotonic())))
+        if self.flight.busy:
+            self.log.warning("the running work did not stop in time; exiting beside it")
         with contextlib.suppress(Exception):
             Spool(self.settings.spool.dir).clean_partials()
         if self._http is not None:
             self._http.stop()
         for w in [self.wiring, *self._retired]:
             w.close()
+        self._spool_lock.release()
         self.log.info("stopped", exit_code=self.exit_code)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -296,15 +327,24 @@ class Daemon:
             )
             return False
         old = self.settings
-        for what, before, after in (
-            ("cluster.name", old.cluster, new.cluster),
-            ("metrics.listen", old.metrics.listen, new.metrics.listen),
-            ("control.socket", old.control.socket, new.control.socket),
-            ("spool.dir", old.spool.dir, new.spool.dir),
-        ):
-            if before != after:
-                self.log.warning("config change needs a restart; keeping the old value", key=what)
-        new = _keep_restart_only(old, new)
+        restart_only = [
+            what
+            for what, before, after in (
+                ("cluster.name", old.cluster, new.cluster),
+                ("metrics", old.metrics, new.metrics),
+                ("control", old.control, new.control),
+                ("spool.dir", old.spool.dir, new.spool.dir),
+            )
+            if before != after
+        ]
+        if restart_only:
+            # applying the rest would leave the daemon running a config no file describes
+            self.log.error(
+                "config reload refused: these keys change only on restart; "
+                "keeping the running config",
+                keys=restart_only,
+            )
+            return False
         try:
             wiring = Wiring.build(new)
         except Exception as exc:
@@ -317,6 +357,7 @@ class Daemon:
             self.state.not_before = None
         self.metrics.set_expected_interval(wiring.policy.expected_interval)
         self._close_retired()
+        self._spawn_probe(lambda: self._refresh_catalog(wiring))
         decision = self._decide()
         self.log.info(
             "config reloaded",
@@ -354,6 +395,8 @@ class Daemon:
                 self.flags.stop = True
             return
         self._close_retired()
+        if not self._listed.is_set():
+            return  # nothing is decided before the store was listed once (or failed to be)
         if self._maybe_flush():
             return
         decision = self._decide()
@@ -480,13 +523,26 @@ class Daemon:
                 on_stage=on_stage,
                 progress=progress,
                 after_verify=self._plaintext_drill_hook(w),
+                before_publish=self._publish_check(w) if recheck else None,
             )
+            if s.spool.keep_unuploaded and self.metrics.value("etcd_backup_store_up") == 0:
+                # the store was down at the last look: seal into the spool, do not hold the
+                # flight for retry_max_time; the flush publishes it once a listing works
+                sealed = pipeline.prepare(w.source)
+                raise StoreUnavailable(
+                    f"{w.store.describe()} was unavailable at the last listing; "
+                    f"{sealed.manifest.id} waits in the spool"
+                )
             outcome = pipeline.run(w.source)
             total = time.monotonic() - begun
             manifest = outcome.manifest
             self.metrics.success(manifest, total)
             if claim.lost:
-                self.log.warning("the coordination lock lapsed during the backup", key=claim.holder)
+                self.log.warning(
+                    "the coordination lock lapsed during the backup; "
+                    "published after re-checking the store",
+                    key=claim.holder,
+                )
             self.log.info(
                 "backup stored",
                 id=manifest.id,
@@ -504,10 +560,10 @@ class Daemon:
     def backup_now(self, emit: Emit | None = None) -> dict[str, Any]:
         """Take one backup now (the socket's request): single flight, lock, no period check."""
         if self.flags.stop:
-            raise BackupSkipped("shutting_down", "the agent is shutting down")
+            raise Busy("cannot back up now: the agent is shutting down")
         if not self.flight.try_enter():
             self.metrics.skip("busy")
-            raise BackupSkipped("busy", "another backup is running")
+            raise Busy("cannot back up now: another backup is running (see status)")
         try:
             return self._attempt(self.wiring, recheck=False, emit=emit).to_dict()
         finally:
@@ -631,35 +687,115 @@ class Daemon:
 
     def _flush_job(self, w: Wiring, waiting: list[SealedBackup]) -> None:
         try:
-            pipeline = Pipeline(w.settings, w.store, cancel=self.cancel)
-            for sealed in waiting:
-                try:
-                    manifest = pipeline.upload(sealed)
-                except Exception as exc:
-                    self._next_flush = time.monotonic() + max(w.policy.retry_backoff, 1.0)
-                    self.metrics.set_up(store=False)
-                    self.log.warning(
-                        "pending upload failed; kept in the spool",
-                        id=sealed.manifest.id,
-                        error=str(exc),
-                        retry_in=max(w.policy.retry_backoff, 1.0),
-                    )
-                    return
-                self.metrics.success(manifest, None)
-                with self._state_lock:
-                    scheduling.seed_newest(manifest.created, self.state)
-                self.log.info(
-                    "backup stored",
-                    id=manifest.id,
-                    revision=manifest.revision,
-                    stored_bytes=manifest.object_size,
-                    from_spool=True,
-                    store=w.store.describe(),
-                )
-            self._refresh_catalog(w)
+            if w.settings.coordination.mode == "etcd-lock":
+                # never beside another agent's flush or backup: the lock settles who publishes
+                with w.coordinator.claim() as claim:
+                    if claim.skip is not None:
+                        self._flush_later(w, f"lock held by {claim.holder}")
+                        return
+                    self._flush(w, waiting)
+            else:
+                self._flush(w, waiting)
+        except Exception as exc:
+            self._flush_later(w, str(exc))
         finally:
             self._update_spool_metrics()
             self.flight.leave()
+
+    def _flush_later(self, w: Wiring, why: str) -> None:
+        retry = max(w.policy.retry_backoff, 1.0)
+        self._next_flush = time.monotonic() + retry
+        self.log.warning("pending uploads wait in the spool", reason=why, retry_in=retry)
+
+    def _flush(self, w: Wiring, waiting: list[SealedBackup]) -> None:
+        """Publish at most one pending backup per period, oldest period first.
+
+        A quick listing comes first: while the store is down nothing is tried (the flight
+        is not held for retry_max_time). A period that already holds a published backup
+        (another agent's, or ours) gets none of the pending ones; of several pending in
+        one uncovered period only the newest is published.
+        """
+        try:
+            published = self._list_mine(w)
+        except Exception as exc:
+            self.metrics.set_up(store=False)
+            self._flush_later(w, f"store unavailable: {exc}")
+            return
+        self.metrics.set_up(store=True)
+        periods = {scheduling.period_start(w.policy, m.created) for m in published}
+        by_period: dict[datetime, list[SealedBackup]] = {}
+        for sealed in waiting:
+            start = scheduling.period_start(w.policy, sealed.manifest.created)
+            by_period.setdefault(start, []).append(sealed)
+        pipeline = Pipeline(
+            w.settings, w.store, cancel=self.cancel, before_publish=self._publish_check(w)
+        )
+        spool = Spool(w.settings.spool.dir)
+        for start in sorted(by_period):
+            group = by_period[start]
+            candidate = group[-1] if start not in periods else None
+            for sealed in group:
+                if sealed is not candidate:
+                    spool.discard(sealed)
+                    self.metrics.skip("already_backed_up")
+                    self.log.info(
+                        "pending backup superseded: its period already has a backup",
+                        id=sealed.manifest.id,
+                        period=format_time(start),
+                    )
+            if candidate is None:
+                continue
+            try:
+                manifest = pipeline.upload(candidate)
+            except BackupSkipped as skip:
+                spool.discard(candidate)
+                self.metrics.skip(skip.reason)
+                self.log.info(
+                    "pending backup superseded", id=candidate.manifest.id, detail=str(skip)
+                )
+                continue
+            except Exception as exc:
+                self.metrics.set_up(store=False)
+                self._flush_later(w, f"pending upload of {candidate.manifest.id} failed: {exc}")
+                return
+            self.metrics.success(manifest, None)
+            with self._state_lock:
+                scheduling.seed_newest(manifest.created, self.state)
+            self.log.info(
+                "backup stored",
+                id=manifest.id,
+                revision=manifest.revision,
+                stored_bytes=manifest.object_size,
+                from_spool=True,
+                store=w.store.describe(),
+            )
+        self._refresh_catalog(w)
+
+    def _publish_check(self, w: Wiring) -> Callable[[Manifest], None] | None:
+        """The last check before a manifest is written: its period must hold no backup yet.
+
+        It closes the windows the lock leaves open (leader-member has no lock; an etcd
+        lock can lapse mid-backup): whoever publishes second sees the first and stands
+        down. A listing that fails does not block the publish (the store was just written).
+        """
+        if w.settings.coordination.mode == "none":
+            return None  # one agent per node; the spool lock keeps it one process
+
+        def check(manifest: Manifest) -> None:
+            try:
+                published = self._list_mine(w)
+            except Exception as exc:
+                self.log.warning("cannot re-check the store before publishing", error=str(exc))
+                return
+            start = scheduling.period_start(w.policy, manifest.created)
+            for m in published:
+                if m.id != manifest.id and scheduling.period_start(w.policy, m.created) == start:
+                    raise BackupSkipped(
+                        "already_backed_up",
+                        f"{m.id} (node {m.node}) was published in this period first",
+                    )
+
+        return check
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -689,23 +825,61 @@ class Daemon:
             self.metrics.set_up(etcd=True)
             self.metrics.set_leader(status.is_leader)
             self._leader = status.is_leader
+            holder: str | None = None
+            if w.settings.coordination.mode == "leader-member":
+                holder = f"member {status.leader:x}"
+            elif w.settings.coordination.mode == "etcd-lock":
+                with contextlib.suppress(Exception):
+                    holder = w.probe_coordinator.holder()
+            self._holder = holder  # status requests read this; they never wait for etcd
         self._update_spool_metrics()
+
+    def _first_listing(self, w: Wiring) -> None:
+        """At start, on the probe thread: sweep leftovers, learn the newest stored backup."""
+        try:
+            self._refresh_catalog(w, seed_state=True)
+            self._sweep_multipart(w)
+            self._leftover_bytes = sweep_leftovers(w.settings, self.log)
+        finally:
+            self._listed.set()
+            self._update_spool_metrics()
+        self._probe_etcd()
+
+    def _mine(self, w: Wiring, backups: tuple[Manifest, ...]) -> tuple[Manifest, ...]:
+        """The backups that cover this agent's periods, newest first."""
+        if w.settings.coordination.mode == "none":
+            # every node backs up for itself: only its own backups cover its periods
+            return tuple(m for m in backups if m.node == w.settings.node)
+        return backups
+
+    def _list_mine(self, w: Wiring) -> tuple[Manifest, ...]:
+        """A fresh listing (quick retries) of the complete backups that count for us."""
+        with self._catalog_lock:  # the probe thread and the worker share the cache
+            catalog = list_backups(w.lister, w.settings.cluster, cache=w.manifests)
+        return self._mine(w, catalog.backups)
 
     def _refresh_catalog(self, w: Wiring, seed_state: bool = False) -> datetime | None:
         """Read the store's manifests: seed metrics; return the newest that counts for us."""
         try:
             with self._catalog_lock:  # the probe thread and the worker share the cache
-                catalog = list_backups(w.store, w.settings.cluster, cache=w.manifests)
+                catalog = list_backups(w.lister, w.settings.cluster, cache=w.manifests)
         except Exception as exc:
             self.metrics.set_up(store=False)
             self.log.warning("cannot list the store", error=str(exc))
             return None
         self.metrics.set_up(store=True)
         self.metrics.seed(catalog.backups)
-        mine = catalog.backups
-        if w.settings.coordination.mode == "none":
-            # every node backs up for itself: only its own backups cover its periods
-            mine = tuple(m for m in catalog.backups if m.node == w.settings.node)
+        self.metrics.set_incomplete(len(catalog.incomplete))
+        seen = tuple(i.manifest.id for i in catalog.incomplete)
+        if seen != self._incomplete:
+            self._incomplete = seen
+            for i in catalog.incomplete:
+                self.log.warning(
+                    "incomplete backup in the store: not counted, restored or pruned",
+                    id=i.manifest.id,
+                    reason=i.reason,
+                )
+        mine = self._mine(w, catalog.backups)
         newest = mine[0].created if mine else None
         if seed_state:
             with self._state_lock:
@@ -715,7 +889,8 @@ class Daemon:
     def _update_spool_metrics(self) -> None:
         spool = Spool(self.settings.spool.dir)
         with contextlib.suppress(Exception):
-            self.metrics.set_spool(spool.used_bytes(), len(spool.waiting()))
+            used = spool.used_bytes() + self._leftover_bytes
+            self.metrics.set_spool(used, len(spool.waiting()))
 
     def _sweep_multipart(self, w: Wiring) -> None:
         sweep_stale_uploads(w.store, w.settings, self.log)
@@ -744,6 +919,7 @@ class Daemon:
     def _start_control(self) -> None:
         ops = Operations(
             self.settings,
+            current=lambda: self.wiring.settings,  # a SIGHUP reload reaches every request
             backup=self.backup_now,
             exclusive=self.exclusive,
             status=self.status_dict,
@@ -803,9 +979,7 @@ class Daemon:
     def status_dict(self) -> dict[str, Any]:
         """What the socket's status request reports."""
         w = self.wiring
-        holder: str | None = None
-        with contextlib.suppress(Exception):
-            holder = w.probe_coordinator.holder()
+        holder = self._holder  # cached by the probe thread (every PROBE_EVERY seconds)
         spool = Spool(w.settings.spool.dir)
         used, pending = 0, 0
         with contextlib.suppress(Exception):
@@ -836,12 +1010,7 @@ class Daemon:
         }
 
 
-def _keep_restart_only(old: Settings, new: Settings) -> Settings:
-    """Keep the settings that only a restart may change."""
-    return replace(
-        new,
-        cluster=old.cluster,
-        metrics=old.metrics,
-        control=old.control,
-        spool=replace(new.spool, dir=old.spool.dir),
-    )
+def stop_plan(shutdown_grace: float) -> tuple[float, float]:
+    """(grace, cancel wait) in seconds: a stop never outlasts ``STOP_BUDGET``."""
+    grace = max(0.0, min(shutdown_grace, STOP_BUDGET - CANCEL_RESERVE))
+    return grace, STOP_BUDGET - grace - 5.0  # 5 s: the worker join after the cancel wait

@@ -20,13 +20,33 @@ _LEVELS = {
 }
 
 
+def _secret_key(key: object) -> bool:
+    return (
+        isinstance(key, str)
+        and bool(_SECRET_FIELD.search(key))
+        and not key.endswith(("_file", "_path"))
+    )
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """``value`` with secret-looking fields and age identities redacted, at any depth."""
+    if isinstance(value, str):
+        return _AGE_SECRET.sub("[redacted]", value) if "AGE-SECRET-KEY-" in value else value
+    if depth > 20:  # deeper than any field we log: drop it rather than recurse without end
+        return "[redacted: too deep]"
+    if isinstance(value, dict):
+        return {
+            k: "[redacted]" if _secret_key(k) else _scrub(v, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
+
+
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop values of secret-looking fields and any age identity text, wherever it appears."""
     for key, value in list(event_dict.items()):
-        if _SECRET_FIELD.search(key) and not key.endswith(("_file", "_path")):
-            event_dict[key] = "[redacted]"
-        elif isinstance(value, str) and "AGE-SECRET-KEY-" in value:
-            event_dict[key] = _AGE_SECRET.sub("[redacted]", value)
+        event_dict[key] = "[redacted]" if _secret_key(key) else _scrub(value)
     return event_dict
 
 

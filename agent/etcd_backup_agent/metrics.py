@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -308,6 +309,12 @@ def health(
     return Health(True, "ok")
 
 
+class _HTTPServer6(ThreadingHTTPServer):
+    """The same server on an IPv6 address (``listen = "[::1]:9471"``)."""
+
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
     """A small threaded HTTP server for /metrics and /healthz on one listen address."""
 
@@ -340,7 +347,8 @@ class MetricsServer:
 
         self.metrics = metrics
         self.health_check = health_check
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
+        self.httpd = server_class((host, port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="metrics-http", daemon=True

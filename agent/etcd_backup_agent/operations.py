@@ -8,6 +8,7 @@ text sent by the client), used, and dropped; never logged or stored.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -84,8 +85,10 @@ class Operations:
         on_drill: OnDrill | None = None,
         store: Store | None = None,
         exclusive: Exclusive | None = None,
+        current: Callable[[], Settings] | None = None,
     ) -> None:
-        self.settings = settings
+        self._settings = settings
+        self._current = current  # the daemon's live settings (a SIGHUP reload replaces them)
         self._backup = backup
         self._exclusive_hook = exclusive
         self._status = status
@@ -93,6 +96,10 @@ class Operations:
         self._store = store
         self._heavy = threading.Lock()
         self.log = logsetup.get("operations")
+
+    @property
+    def settings(self) -> Settings:
+        return self._current() if self._current is not None else self._settings
 
     @contextmanager
     def _exclusive(self, what: str) -> Iterator[None]:
@@ -123,6 +130,11 @@ class Operations:
         """Run ``op``; the op names are those of control/protocol.py."""
         if op not in OPS:
             raise UsageError(f"unknown operation {op!r}")
+        if self._current is not None:
+            # one request sees one config, even when a reload lands while it runs
+            pinned = copy.copy(self)
+            pinned._settings, pinned._current = self._current(), None
+            return pinned.dispatch(op, args, emit)
         method: Callable[[dict[str, Any], Emit], Any] | None = getattr(self, op, None)
         if method is None:
             raise UsageError(f"unknown operation {op!r}")

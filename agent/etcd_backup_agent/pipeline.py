@@ -160,8 +160,10 @@ class Pipeline:
         on_stage: StageHook = _noop_stage,
         progress: ProgressHook | None = None,
         after_verify: AfterVerifyHook | None = None,
+        before_publish: Callable[[Manifest], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.before_publish = before_publish
         self.after_verify = after_verify
         self.store = store
         self.cancel = cancel or threading.Event()
@@ -416,6 +418,13 @@ class Pipeline:
             retain_until=format_time(put.retain_until) if put.retain_until else None,
             duration_seconds=round(duration, 3),
         )
+        if self.before_publish is not None:
+            try:  # the last word on publishing (one backup per period): it may refuse
+                self.before_publish(final)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.store.delete(m.object)
+                raise
         self.store.put_bytes(manifest_key(m.cluster, m.id), final.to_json().encode(), lock=locked)
         self.spool.discard(sealed)
         self._stage_done(

@@ -98,7 +98,10 @@ def pending_ids(spool: Path) -> set[str]:
 
 
 def spool_files(spool: Path) -> list[Path]:
-    return [p for p in spool.rglob("*") if p.is_file()] if spool.exists() else []
+    """Files in the spool except its lock file (which stays, by design)."""
+    if not spool.exists():
+        return []
+    return [p for p in spool.rglob("*") if p.is_file() and p.name != ".lock"]
 
 
 def wait_for(cond: Any, timeout: float, what: str) -> None:

@@ -95,7 +95,11 @@ def uploads(weed: WeedServer, bucket: str) -> list[dict[str, Any]]:
 
 def spool_files(tmp_path: Path) -> list[str]:
     spool = tmp_path / "spool"
-    return sorted(str(p) for p in spool.rglob("*") if p.is_file()) if spool.exists() else []
+    return (
+        sorted(str(p) for p in spool.rglob("*") if p.is_file() and p.name != ".lock")
+        if spool.exists()
+        else []
+    )
 
 
 def no_secret(weed: WeedServer, *texts: str) -> None:

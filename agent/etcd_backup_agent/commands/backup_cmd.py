@@ -11,6 +11,7 @@ from ..durations import format_duration
 from ..errors import EXIT_OK
 from ..etcd_source import EtcdSource
 from ..pipeline import Pipeline
+from ..spool_lock import SpoolLock
 from ..store import open_store
 from . import load_settings
 
@@ -19,7 +20,8 @@ EPILOG = """examples:
   etcd-backup-agent backup --json > manifest.json
   etcd-backup-agent backup --from-data-dir /var/lib/etcd     (etcd stopped)
 
-exit codes: 0 stored, 1 backup failed (nothing stored), 2 bad config or usage
+exit codes: 0 stored, 1 backup failed (nothing stored) or the spool is in use by
+another agent process (the running daemon: use `etcd-backupctl backup`), 2 bad config or usage
 """
 
 
@@ -52,6 +54,8 @@ def register(
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    lock = SpoolLock(settings.spool.dir)
+    lock.acquire("backup")  # never beside a daemon or another backup on this spool
     store = open_store(settings)
     pipeline = Pipeline(settings, store)
     source = EtcdSource(settings.etcd)
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         source.close()
         store.close()
+        lock.release()
     if args.json:
         sys.stdout.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
     else:

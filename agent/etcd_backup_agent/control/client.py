@@ -9,11 +9,12 @@ import argparse
 import json
 import socket
 import sys
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..config import DEFAULT_CONFIG_PATH, ControlSettings, load
+from ..config import DEFAULT_CONFIG_PATH, ControlSettings
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 from ..retention import format_report
 from . import keyspace_client
@@ -42,17 +43,36 @@ class Unreachable(Exception):
 
 
 def find_socket(args: argparse.Namespace) -> Path:
-    """--socket, else [control] socket of --config, else the default config or socket."""
+    """--socket, else [control] socket of --config, else the default config or socket.
+
+    Only the ``[control] socket`` key is read: validating the whole config would need the
+    files it names (credentials, identities), which a non-root operator cannot read.
+    """
     if args.socket:
         return Path(args.socket)
     if args.config:
-        return load(Path(args.config)).control.socket
-    if DEFAULT_CONFIG_PATH.is_file():
-        try:
-            return load(DEFAULT_CONFIG_PATH).control.socket
-        except ConfigError:
-            pass
-    return ControlSettings.socket
+        return _socket_of(Path(args.config))
+    try:
+        return _socket_of(DEFAULT_CONFIG_PATH)
+    except ConfigError:
+        return ControlSettings.socket
+
+
+def _socket_of(path: Path) -> Path:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid TOML: {exc}"
+        raise ConfigError(
+            [f"{path}: cannot read: {reason} (give the socket with --socket PATH instead)"]
+        ) from None
+    control = data.get("control")
+    value = control.get("socket") if isinstance(control, dict) else None
+    if value is None:
+        return ControlSettings.socket
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError([f"{path}: control.socket: expected an absolute path, got {value!r}"])
+    return Path(value)
 
 
 def call(

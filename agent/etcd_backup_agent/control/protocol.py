@@ -25,7 +25,6 @@ PERMISSION_DENIED = "permission_denied"
 BUSY = "busy"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
-UNAVAILABLE = "unavailable"
 
 _NUM = (int, float)
 # op -> arg -> (accepted types, required)
@@ -92,7 +91,8 @@ def parse_request(line: bytes) -> Request:
     """Decode and schema-check one request line."""
     try:
         data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    # ValueError also covers integers beyond Python's digit limit (and JSONDecodeError)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError(BAD_REQUEST, "request is not a JSON object on one line") from None
     if not isinstance(data, dict):
         raise ProtocolError(BAD_REQUEST, "request is not a JSON object")
