@@ -105,6 +105,8 @@ def test_backs_up_on_schedule_serves_metrics_and_reseeds_after_restart(
     if newest.date() == datetime.now(UTC).date():  # same daily period: nothing is due
         assert len(manifests(tmp_path / "store")) == len(stored)
         assert again.scrape()[("etcd_backup_runs_total", (("result", "success"),))] == 0
+    else:  # UTC midnight passed since: the new period is due at once (catch-up)
+        wait_for(lambda: len(manifests(tmp_path / "store")) == len(stored) + 1, 30, "catch-up")
 
 
 def test_sd_notify_ready_status_watchdog_stopping(
@@ -260,5 +262,7 @@ def test_once_backs_up_when_due_and_exits(
     agents.append(again.start("--once"))
     assert again.wait(60) == 0
     if parse_time(str(stored[0]["created_at"])).date() == datetime.now(UTC).date():
-        assert len(manifests(tmp_path / "store")) == 1
+        assert len(manifests(tmp_path / "store")) == 1  # the day is covered: nothing due
+    else:  # UTC midnight passed between the two runs: a new period, a new backup
+        assert len(manifests(tmp_path / "store")) == 2
         assert "no backup due" in [e.get("event") for e in again.events()]

@@ -233,9 +233,28 @@ def test_prune_command_exits_1_when_a_delete_fails(
     assert manifest_key("c1", doomed.id) in files(root)
 
 
-def test_locked_error_type_is_a_store_error() -> None:
-    # apply catches ObjectLocked before StoreError; the order matters only if it stays a subclass.
-    assert issubclass(ObjectLocked, StoreError)
+def test_a_locked_manifest_is_reported_locked_not_failed_and_stays_whole(
+    tmp_path: Path,
+    populated: tuple[Path, dict[str, Manifest]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, ms = populated
+    cfg = write_config(tmp_path / "config.toml", root, "keep_last = 4")
+    locked = ms["2026-11-20"]
+    real_delete = LocalStore.delete
+
+    def delete(self: LocalStore, key: str) -> None:
+        if key == manifest_key("c1", locked.id):
+            raise ObjectLocked(f"{key} is under object lock")
+        real_delete(self, key)
+
+    monkeypatch.setattr(LocalStore, "delete", delete)
+    assert cli.main(["prune", "--config", str(cfg), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["locked"] == [locked.id]
+    assert out["failed"] == []
+    assert {manifest_key("c1", locked.id), object_key("c1", locked.id)} <= files(root)
 
 
 def test_prune_command_reports_store_object_locks_and_exits_0(

@@ -414,17 +414,51 @@ _policies = st.builds(
 )
 
 
+_FORMATS = {
+    "keep_hourly": "%Y-%m-%dT%H",
+    "keep_daily": "%Y-%m-%d",
+    "keep_weekly": "%G-W%V",
+    "keep_monthly": "%Y-%m",
+    "keep_yearly": "%Y",
+}
+
+
+def _expected_kept(backups: list[Manifest], policy: RetentionSettings) -> set[str]:
+    """The restic-forget rules, written out plainly (an oracle apart from retention.py)."""
+    ordered = sorted(backups, key=lambda m: (m.created, m.revision, m.id), reverse=True)
+    if policy.empty:
+        return {m.id for m in ordered}
+    kept = {m.id for m in ordered[: policy.keep_last]}
+    for rule, fmt in _FORMATS.items():
+        buckets: list[str] = []
+        for m in ordered:
+            key = m.created.strftime(fmt)
+            if key not in buckets and len(buckets) < getattr(policy, rule):
+                buckets.append(key)
+                kept.add(m.id)
+    if ordered and policy.keep_within > 0:
+        top = ordered[0].created
+        kept |= {
+            m.id for m in ordered if (top - m.created).total_seconds() <= policy.keep_within
+        }
+    newest_verified = next((m for m in ordered if m.verified), None)
+    if newest_verified is not None:
+        kept.add(newest_verified.id)
+    kept |= {m.id for m in ordered if m.retain_until and at(m.retain_until[:-1]) > NOW}
+    return kept
+
+
 @settings(max_examples=300, deadline=None)
 @given(backups=_backups, policy=_policies, seed=st.integers(0, 2**32))
 def test_plan_properties(backups: list[Manifest], policy: RetentionSettings, seed: int) -> None:
     decisions = plan(backups, policy, NOW)
-    # One decision per backup; keep exactly when there is a reason.
+    # One decision per backup; kept exactly when the rules, computed apart here, keep it.
     assert sorted(d.backup.id for d in decisions) == sorted(m.id for m in backups)
-    assert all(d.keep == bool(d.reasons) for d in decisions)
+    assert {d.backup.id for d in decisions if d.keep} == _expected_kept(backups, policy)
     # The newest verified backup is always kept.
     verified = [m for m in backups if m.verified]
     if verified:
-        newest = max(verified, key=lambda m: (m.created, m.id))
+        newest = max(verified, key=lambda m: (m.created, m.revision, m.id))
         assert next(d for d in decisions if d.backup.id == newest.id).keep
     # Locked backups are always kept.
     assert all(d.keep for d in decisions if d.backup.retain_until)
