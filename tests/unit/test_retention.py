@@ -438,9 +438,7 @@ def _expected_kept(backups: list[Manifest], policy: RetentionSettings) -> set[st
                 kept.add(m.id)
     if ordered and policy.keep_within > 0:
         top = ordered[0].created
-        kept |= {
-            m.id for m in ordered if (top - m.created).total_seconds() <= policy.keep_within
-        }
+        kept |= {m.id for m in ordered if (top - m.created).total_seconds() <= policy.keep_within}
     newest_verified = next((m for m in ordered if m.verified), None)
     if newest_verified is not None:
         kept.add(newest_verified.id)

@@ -12,10 +12,14 @@ EPILOG = """examples:
   etcd-backup-agent run --once     (one scheduling cycle: back up if due, then exit)
 
 signals: SIGTERM/SIGINT stop (a running backup gets [daemon] shutdown_grace, then is
-cancelled); SIGHUP reloads the config (an invalid file is logged and the old one kept)
+cancelled; a stop never takes more than 80 s); SIGHUP reloads the config as a whole (an
+invalid file, or one changing a restart-only key, is logged and the old one kept)
 
-exit codes: 0 stopped cleanly (with --once: stored, skipped or not due), 1 failed,
-2 bad config or usage
+one process per spool: a second `run`, `run --once` or `backup` on the same [spool] dir
+is refused (exit 1); use `etcd-backupctl backup` beside the running daemon
+
+exit codes: 0 stopped cleanly (with --once: stored, skipped or not due), 1 failed or the
+spool is in use, 2 bad config or usage
 """
 
 
