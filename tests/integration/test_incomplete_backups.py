@@ -151,3 +151,35 @@ keep_last = 1
     assert f"{base}{middle}.db.zst.age" in keys
     assert f"{base}{newest}.json" in keys  # reported, not deleted
     assert f"{base}{oldest}.json" not in keys
+
+
+def test_the_daemon_does_not_count_an_incomplete_backup_as_covering_the_period(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    from tests.integration.agents import manifests, new_agent
+
+    agent = new_agent(
+        tmp_path,
+        endpoints=[etcd.endpoint],
+        recipient=age_identity[1],
+        store=tmp_path / "store",
+        spool=tmp_path / "spool",
+        interval="1d",
+    )
+    r = run_agent("backup", "--config", agent.config, "--json")
+    assert r.returncode == 0, r.stderr
+    gone = json.loads(r.stdout)["id"]
+    (tmp_path / "store" / "test" / f"{gone}.db.zst.age").unlink()
+    agent.start()
+    try:
+        # the day holds only an incomplete backup: the catch-up backs up at once
+        agent.wait_log("backup stored", timeout=60)
+        assert len(manifests(tmp_path / "store")) == 2
+        samples = agent.scrape()
+        assert samples[("etcd_backup_incomplete_backups", ())] == 1
+        assert samples[("etcd_backup_stored_backups", ())] == 1
+        assert "incomplete backup in the store: not counted, restored or pruned" in {
+            e.get("event") for e in agent.events()
+        }
+    finally:
+        agent.stop()

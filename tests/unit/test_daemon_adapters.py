@@ -80,10 +80,22 @@ def test_control_adapter_wires_operations_and_stops(
 
     class Operations:
         def __init__(
-            self, s: Settings, *, backup: Any, exclusive: Any, status: Any, on_drill: Any
+            self,
+            s: Settings,
+            *,
+            backup: Any,
+            exclusive: Any,
+            status: Any,
+            on_drill: Any,
+            current: Any,
         ) -> None:
             seen.update(
-                settings=s, backup=backup, exclusive=exclusive, status=status, on_drill=on_drill
+                settings=s,
+                backup=backup,
+                exclusive=exclusive,
+                status=status,
+                on_drill=on_drill,
+                current=current,
             )
 
     class ControlServer:
@@ -101,6 +113,8 @@ def test_control_adapter_wires_operations_and_stops(
     d = Daemon(settings(tmp_path, age_identity[1]))
     d._start_control()
     assert seen["started"] and seen["backup"] == d.backup_now
+    # the socket's ops read the live settings: a reload swaps the wiring, they follow it
+    assert seen["current"]() is d.wiring.settings
     status = seen["status"]()
     assert status["cluster"] == "c" and status["coordination"]["mode"] == "etcd-lock"
     assert status["spool"]["pending_uploads"] == 0
