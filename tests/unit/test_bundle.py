@@ -229,7 +229,7 @@ def test_a_bundle_without_its_manifest_is_an_orphan(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     kept, lost = fake_manifest("2026-11-24T00:00:00"), fake_manifest("2026-11-23T00:00:00")
     for m in (kept, lost):
-        store.put_bytes(object_key("c1", m.id), b"sealed")
+        store.put_bytes(object_key("c1", m.id), b"s" * m.object_size)  # the recorded size
         store.put_bytes(bundle_key("c1", m.id), b"bundle")
     store.put_bytes(manifest_key("c1", kept.id), kept.to_json().encode())
     cat = list_backups(store, "c1")
