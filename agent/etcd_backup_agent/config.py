@@ -52,6 +52,7 @@ class EtcdSettings:
     password_file: Path | None = None
     snapshot_timeout: float = 3600.0
     dial_timeout: float = 10.0
+    snapshot_rate_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -659,6 +660,7 @@ def _etcd(s: _Section) -> EtcdSettings:
         password_file=password_file,
         snapshot_timeout=s.duration("snapshot_timeout", 3600.0, allow_zero=False),
         dial_timeout=s.duration("dial_timeout", 10.0, allow_zero=False),
+        snapshot_rate_limit=s.size("snapshot_rate_limit", 0),
     )
     s.finish()
     return settings

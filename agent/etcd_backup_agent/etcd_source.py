@@ -280,6 +280,11 @@ class EtcdSource:
                     progress(size, total)
         except grpc.RpcError as exc:
             raise map_grpc_error(exc, self.endpoint, "snapshot stream") from None
+        except BaseException:
+            # the sink failed (spool full, store down, sealer died): end the stream at etcd
+            with contextlib.suppress(Exception):
+                responses.cancel()
+            raise
         if pending is None or len(pending) != TRAILER_SIZE:
             raise SnapshotCorrupt(
                 f"snapshot from {self.endpoint} ended without the 32-byte sha256 trailer"

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from . import __version__
 from . import log as logsetup
 from .bundle.attach import build_record, discard_pending, store_bundle
 from .config import Settings
-from .errors import Cancelled, SpoolError, StoreError, VerificationError
+from .errors import Cancelled, CryptoError, SpoolError, StoreError, VerificationError
 from .etcd_source import EtcdSource, EtcdStatus
 from .keyspace.hook import with_keyspace
 from .manifest import (
@@ -38,9 +38,12 @@ from .manifest import (
     manifest_key,
     object_key,
 )
-from .seal import run_seal
+from .ratelimit import RateLimiter
+from .seal import SealStream, run_seal
 from .snapshot.verify import VERIFIER_VERSION, VerifyReport, verify_snapshot
-from .store.base import Store
+from .store.base import ObjectWriter, Store
+from .store.writer import open_writer
+from .streaming import Tee, Throttle, Uploader
 
 StageHook = Callable[[str, float, dict[str, Any]], None]
 ProgressHook = Callable[[str, int, int], None]
@@ -192,11 +195,7 @@ class Pipeline:
         part = raw.with_name(raw.name + ".part")
         try:
             with _removing(part), open(part, "xb") as f:
-
-                def progress(done: int, total: int) -> None:
-                    if self.progress is not None:
-                        self.progress("snapshot", done, total)
-
+                progress = Throttle(self._progress_hook("snapshot"))
                 result = source.snapshot(f, cancel=self.cancel, progress=progress)
                 f.flush()
                 os.fsync(f.fileno())
@@ -214,9 +213,9 @@ class Pipeline:
 
     # -- stage 2: verify --------------------------------------------------------------
 
-    def _verify(self, raw: Path) -> VerifyReport:
+    def _verify(self, raw: Path, known_sha256: str | None = None) -> VerifyReport:
         started = time.monotonic()
-        report = verify_snapshot(raw, "auto")
+        report = verify_snapshot(raw, "auto", known_sha256=known_sha256)
         if not report.sound or report.status is None:
             problems = report.problems or ["verifier returned no status"]
             self.log.error("verification failed", problems=problems[:20])
@@ -233,7 +232,7 @@ class Pipeline:
 
     # -- stage 3: seal ----------------------------------------------------------------
 
-    def _seal(self, raw: Path, manifest: Manifest) -> SealedBackup:
+    def _seal(self, raw: Path, manifest: Manifest, consume: bool = False) -> SealedBackup:
         started = time.monotonic()
         opath = self.spool.pending / f"{manifest.id}{OBJECT_SUFFIX}"
         mpath = self.spool.pending / f"{manifest.id}{MANIFEST_SUFFIX}"
@@ -242,8 +241,9 @@ class Pipeline:
             tmp.unlink()
         enc = self.settings.encryption
         comp = self.settings.compression
-        result = run_seal(raw, tmp, enc.recipients, comp.level, comp.threads, cancel=self.cancel)
-        manifest = build_record(self.settings, manifest, self.spool.pending, self.log)  # bundle/
+        result = run_seal(
+            raw, tmp, enc.recipients, comp.level, comp.threads, cancel=self.cancel, consume=consume
+        )
         try:
             os.replace(tmp, opath)
             manifest = replace(
@@ -349,11 +349,12 @@ class Pipeline:
         digest: str,
         status: EtcdStatus | None,
         source: str,
+        bid: str | None = None,
     ) -> Manifest:
         st = report.status
         assert st is not None
         size = raw.stat().st_size - 32
-        bid = backup_id(created, st.revision, self.settings.node)
+        bid = bid or backup_id(created, st.revision, self.settings.node)
         return Manifest(
             id=bid,
             object=object_key(self.settings.cluster, bid),
@@ -395,9 +396,7 @@ class Pipeline:
         self._check_cancel()
         self.sweep_stale_uploads()
         m = sealed.manifest
-        locked = self.settings.store.s3 is not None and bool(
-            self.settings.store.s3.object_lock_mode
-        )
+        locked = self._locked()
         put = self.store.put_file(m.object, sealed.object_path, lock=locked, cancel=self.cancel)
         if put.size != m.object_size:
             self.store.delete(m.object)
@@ -433,16 +432,188 @@ class Pipeline:
         return final
 
     def run(self, source: EtcdSource) -> BackupOutcome:
-        """One complete backup; on failure nothing is stored and the spool is clean."""
+        """One complete backup; on failure nothing is stored and the spool is clean.
+
+        The stages overlap (see docs/architecture.md): while etcd's stream arrives it is
+        hashed, written to the spool and fed to the sealing child, whose output is uploaded
+        as it comes. The upload is completed, and the manifest written, only after the
+        trailer and the native verification passed. When the store fails and
+        ``keep_unuploaded`` is set, the verified snapshot is sealed into the spool instead.
+        """
         self.stages = {}
-        sealed = self.prepare(source)
+        self.spool.ensure()
+        self.sweep_stale_uploads()
+        begun = time.monotonic()
+        created = datetime.now(UTC)
+        raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
+        keep = self.settings.spool.keep_unuploaded
+        started = time.monotonic()
+        status = source.status()
+        # The object key is fixed before the upload starts, so the id names the revision
+        # etcd reported as the backup began; the manifest's revision is the snapshot's own.
+        bid = backup_id(created, status.revision, self.settings.node)
+        key = object_key(self.settings.cluster, bid)
+        writer: ObjectWriter | None = None
+        store_error: BaseException | None = None
         try:
-            manifest = self.upload(sealed)
+            writer = open_writer(
+                self.store,
+                key,
+                size_hint=status.db_size + status.db_size // 64 + 1024 * 1024,
+                lock=self._locked(),
+                cancel=self.cancel,
+                scratch=self.spool.pending,
+                patient=not keep,
+            )
+        except (StoreError, Cancelled) as exc:
+            if not keep or isinstance(exc, Cancelled):
+                raise
+            store_error = exc
+            self.log.warning("store unavailable: sealing into the spool", error=str(exc))
+        seal: SealStream | None = None
+        uploader: Uploader | None = None
+        try:
+            enc, comp = self.settings.encryption, self.settings.compression
+            if writer is not None:
+                seal = SealStream(enc.recipients, comp.level, comp.threads)
+            try:
+                raw_file = open(raw, "xb")  # noqa: SIM115 (closed below, or on failure)
+            except OSError as exc:
+                raise _spool_error(exc, self.spool.dir) from None
+            limit = self.settings.etcd.snapshot_rate_limit
+            tee = Tee(raw_file, seal, RateLimiter(limit) if limit else None)
+            if seal is not None:
+
+                def on_upload_failure(exc: BaseException) -> None:
+                    # from the uploader thread: the stream thread acts on it at its next blob
+                    if keep and not isinstance(exc, Cancelled):
+                        tee.drop_sealer = True
+                    else:
+                        tee.failure = exc
+
+                uploader = Uploader(seal, writer, on_upload_failure).start()
+            progress = Throttle(self._progress_hook("snapshot"))
+            try:
+                with raw_file:
+                    result = source.snapshot(
+                        cast(BinaryIO, tee), cancel=self.cancel, progress=progress
+                    )
+                # No fsync: this file is read back by this process within seconds and
+                # deleted; after a crash, clean_partials removes it unread, so flushing it
+                # to disk would protect nothing.
+            except OSError as exc:
+                raise _spool_error(exc, self.spool.dir) from None
+            self._stage_done(
+                "snapshot",
+                started,
+                bytes=result.size,
+                endpoint=source.endpoint,
+                etcd_version=status.version,
+            )
+            if tee.seal is not None:
+                tee.seal.close_input()  # the child finishes while the snapshot is verified
+            report = self._verify(raw, known_sha256=result.sha256)
+            self._check_cancel()
+            manifest = self._manifest(
+                created, report, raw, result.sha256, status=status, source="snapshot", bid=bid
+            )
+            if uploader is not None and tee.seal is not None:
+                uploader.join()
+                sealed = tee.seal.finish()
+                if uploader.error is None and (
+                    sealed.object_size != uploader.size
+                    or sealed.object_sha256 != uploader.digest.hexdigest()
+                ):
+                    raise CryptoError(
+                        "sealing: the sealed stream changed between the child and the upload"
+                    )
+                manifest = replace(
+                    manifest,
+                    compressed_size=sealed.compressed_size,
+                    object_size=sealed.object_size,
+                    object_sha256=sealed.object_sha256,
+                )
+                store_error = store_error or uploader.error
+            elif uploader is not None:
+                uploader.join()
+                store_error = store_error or uploader.error
+            self._after_verify(raw, manifest)
+            self._check_cancel()
+            if store_error is None and writer is not None:
+                try:
+                    final = self._publish(writer, manifest, begun)
+                    writer = None
+                    self.stages["prepare_total"] = time.monotonic() - begun
+                    return BackupOutcome(manifest=final, stages=dict(self.stages))
+                except (StoreError, Cancelled) as exc:
+                    writer = None  # complete() aborted it
+                    if not keep or isinstance(exc, Cancelled):
+                        raise
+                    store_error = exc
+            if isinstance(store_error, Cancelled) or not keep:
+                raise store_error or StoreError("upload failed")
+            # the store failed: keep the verified snapshot, sealed, for a later upload
+            self.log.warning(
+                "upload failed; sealing the backup into the spool", error=str(store_error)
+            )
+            self._seal(raw, manifest, consume=True)
+            raise store_error or StoreError("upload failed")
+        finally:
+            if seal is not None:
+                seal.kill()
+            if uploader is not None:
+                uploader.join()
+            if writer is not None:
+                writer.abort()
+            with contextlib.suppress(FileNotFoundError):
+                raw.unlink()
+
+    def _locked(self) -> bool:
+        s3 = self.settings.store.s3
+        return s3 is not None and bool(s3.object_lock_mode)
+
+    def _progress_hook(self, stage: str) -> Callable[[int, int], None]:
+        def hook(done: int, total: int) -> None:
+            if self.progress is not None:
+                self.progress(stage, done, total)
+
+        return hook
+
+    def _publish(self, writer: ObjectWriter, manifest: Manifest, begun: float) -> Manifest:
+        """Complete the upload, check the stored size, then write the manifest (last)."""
+        started = time.monotonic()
+        m = manifest
+        put = writer.complete()
+        if put.size != m.object_size:
+            with contextlib.suppress(Exception):
+                self.store.delete(m.object)
+            raise StoreError(
+                f"{self.store.describe()}: stored object {m.object} has {put.size} bytes, "
+                f"expected {m.object_size}"
+            )
+        if self.cancel.is_set():
+            with contextlib.suppress(Exception):
+                self.store.delete(m.object)
+            raise Cancelled("backup cancelled by shutdown")
+        final = replace(
+            m,
+            object_lock_mode=put.lock_mode,
+            retain_until=format_time(put.retain_until) if put.retain_until else None,
+            duration_seconds=round(time.monotonic() - begun, 3),
+        )
+        try:
+            self.store.put_bytes(
+                manifest_key(m.cluster, m.id), final.to_json().encode(), lock=self._locked()
+            )
         except BaseException:
-            if not self.settings.spool.keep_unuploaded:
-                self.spool.discard(sealed)
+            # no manifest: remove the object rather than leave an orphan
+            with contextlib.suppress(Exception):
+                self.store.delete(m.object)
             raise
-        return BackupOutcome(manifest=manifest, stages=dict(self.stages))
+        self._stage_done(
+            "upload", started, object=m.object, bytes=put.size, store=self.store.describe()
+        )
+        return final
 
 
 def sweep_stale_uploads(store: Store, settings: Settings, log: Any) -> int:

@@ -23,8 +23,11 @@ import pyrage
 import zstandard
 
 from .errors import Cancelled, CryptoError
+from .fsutil import punch_hole
 
 CHUNK = 1024 * 1024
+# consume=True frees the source's blocks behind the reader in steps of this many bytes
+PUNCH_STEP = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,26 @@ class _CountingReader:
 
     def readable(self) -> bool:
         return True
+
+
+class _ConsumingReader(_CountingReader):
+    """A counting reader over a file that frees the blocks it has read (punch_hole)."""
+
+    def __init__(self, inner: Any, step: int) -> None:
+        super().__init__(inner)
+        self.step = step
+        self.freed = 0
+        self.on_punch: Any = None
+
+    def read(self, n: int = -1) -> bytes:
+        data = super().read(n)
+        if self.count - self.freed >= self.step or (not data and self.count > self.freed):
+            end = self.count - self.count % 4096 if data else self.count
+            if end > self.freed and punch_hole(self.inner.fileno(), self.freed, end - self.freed):
+                self.freed = end
+                if self.on_punch is not None:
+                    self.on_punch(self.freed)
+        return data
 
 
 class _HashingWriter:
@@ -109,14 +132,29 @@ def parse_identities(text: str) -> list[pyrage.x25519.Identity]:
 
 
 def seal_file(
-    src: Path, dst: Path, recipients: list[str] | tuple[str, ...], level: int, threads: int = 0
+    src: Path,
+    dst: Path,
+    recipients: list[str] | tuple[str, ...],
+    level: int,
+    threads: int = 0,
+    consume: bool = False,
+    on_punch: Any = None,
 ) -> SealResult:
-    """Compress ``src`` with zstd and encrypt it to ``recipients`` into ``dst`` (created new)."""
+    """Compress ``src`` with zstd and encrypt it to ``recipients`` into ``dst`` (created new).
+
+    ``consume=True`` frees ``src``'s disk blocks as they are read (the file is useless
+    afterwards): disk use stays about one copy, whatever the compression ratio."""
     parsed = parse_recipients(recipients)
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     with src.open("rb") as fin, open(dst, "xb") as fout:
         size_hint = os.fstat(fin.fileno()).st_size
-        counted_in = _CountingReader(fin)
+        counted_in: _CountingReader
+        if consume:
+            step = min(PUNCH_STEP, max(CHUNK, size_hint // 16))
+            counted_in = _ConsumingReader(fin, step)
+            counted_in.on_punch = on_punch
+        else:
+            counted_in = _CountingReader(fin)
         reader = cctx.stream_reader(cast(Any, counted_in), size=size_hint, read_size=CHUNK)
         compressed = _CountingReader(reader)
         out = _HashingWriter(fout)
@@ -180,6 +218,7 @@ def run_seal(
     level: int,
     threads: int = 0,
     cancel: threading.Event | None = None,
+    consume: bool = False,
 ) -> SealResult:
     """Run ``seal_file`` in a child Python process, so the caller's threads keep the GIL.
 
@@ -192,6 +231,7 @@ def run_seal(
             "recipients": list(recipients),
             "level": level,
             "threads": threads,
+            "consume": consume,
         }
     )
     proc = subprocess.Popen(
@@ -199,10 +239,7 @@ def run_seal(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={
-            **os.environ,
-            "PYTHONPATH": _package_parent() + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        },
+        env=_child_env(),
     )
     watcher: threading.Thread | None = None
     done = threading.Event()
@@ -238,7 +275,146 @@ def _package_parent() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
+def _child_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": _package_parent() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+
+
+class SealStream:
+    """A child process sealing a byte stream: raw bytes in on its stdin, the sealed object
+    (zstd, then age) out on its stdout, as they come.
+
+    The backup feeds it the snapshot while the snapshot streams in, and a reader thread
+    uploads what comes out. The child is what keeps pyrage (which holds the GIL) and zstd
+    off the daemon's serving threads. Failures: ``write`` raises CryptoError when the child
+    died; ``finish`` raises CryptoError/Cancelled; ``kill`` is always safe.
+    """
+
+    def __init__(
+        self,
+        recipients: tuple[str, ...],
+        level: int,
+        threads: int = 0,
+    ) -> None:
+        parse_recipients(recipients)  # fail here, in the caller, with a clear message
+        request = json.dumps({"recipients": list(recipients), "level": level, "threads": threads})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "etcd_backup_agent.seal", "--stream", request],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            env=_child_env(),
+        )
+        self._err: list[bytes] = []
+        self._err_reader = threading.Thread(target=self._drain_err, name="seal-stderr", daemon=True)
+        self._err_reader.start()
+        self.fed = 0
+
+    def _drain_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if len(self._err) < 200:
+                self._err.append(line)
+
+    def _failure(self) -> str:
+        self._err_reader.join(timeout=5)
+        lines = b"".join(self._err).decode(errors="replace").strip().splitlines()
+        lines = [ln for ln in lines if not ln.startswith("{")]
+        return lines[-1] if lines else f"seal worker exited {self.proc.returncode}"
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.proc.wait()
+            raise CryptoError(f"sealing failed: {self._failure()}") from None
+        self.fed += len(data)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` sealed bytes (fewer only at the end); b"" once the child is done."""
+        assert self.proc.stdout is not None
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.proc.stdout.read(n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def close_input(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def finish(self) -> SealResult:
+        """Wait for the child (input closed, output drained); its counts of what it sealed."""
+        self.close_input()
+        code = self.proc.wait()
+        self._err_reader.join(timeout=5)
+        if code != 0:
+            raise CryptoError(f"sealing failed: {self._failure()}")
+        try:
+            last = b"".join(self._err).decode().strip().splitlines()[-1]
+            result = SealResult(**json.loads(last))
+        except (IndexError, ValueError, TypeError):
+            raise CryptoError("seal worker gave no result") from None
+        if result.input_size != self.fed:
+            raise CryptoError(f"sealing: the worker read {result.input_size} of {self.fed} bytes")
+        return result
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.close_input()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdout.close()
+
+
+def _stream_worker(request: str) -> int:
+    """stdin (raw snapshot) -> zstd -> age -> stdout; the result as JSON on stderr's last line."""
+    req = json.loads(request)
+    try:
+        parsed = parse_recipients(tuple(req["recipients"]))
+        cctx = zstandard.ZstdCompressor(
+            level=int(req["level"]), threads=int(req["threads"]), write_checksum=True
+        )
+        fin = os.fdopen(sys.stdin.fileno(), "rb", buffering=CHUNK, closefd=False)
+        fout = os.fdopen(sys.stdout.fileno(), "wb", buffering=CHUNK, closefd=False)
+        counted_in = _CountingReader(fin)
+        reader = cctx.stream_reader(cast(Any, counted_in), read_size=CHUNK)
+        compressed = _CountingReader(reader)
+        out = _HashingWriter(fout)
+        try:
+            pyrage.encrypt_io(cast(Any, compressed), cast(Any, out), parsed)
+        except Exception as exc:
+            raise CryptoError(f"sealing the stream failed: {exc}") from None
+        fout.flush()
+    except CryptoError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"sealing failed: {exc}\n")
+        return 1
+    result = SealResult(
+        input_size=counted_in.count,
+        compressed_size=compressed.count,
+        object_size=out.count,
+        object_sha256=out.digest.hexdigest(),
+    )
+    sys.stderr.write(json.dumps(asdict(result)) + "\n")
+    return 0
+
+
 def _worker() -> int:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--stream":
+        return _stream_worker(sys.argv[2])
     req = json.loads(sys.stdin.read())
     try:
         result = seal_file(
@@ -247,6 +423,7 @@ def _worker() -> int:
             tuple(req["recipients"]),
             int(req["level"]),
             int(req["threads"]),
+            consume=bool(req.get("consume", False)),
         )
     except CryptoError as exc:
         sys.stderr.write(f"{exc}\n")

@@ -16,7 +16,7 @@ from etcd_backup_agent.errors import SnapshotCorrupt, StoreError, VerificationEr
 from etcd_backup_agent.etcd_source import EtcdSource
 from etcd_backup_agent.pipeline import Pipeline
 from etcd_backup_agent.store.base import PutResult
-from etcd_backup_agent.store.local import LocalStore
+from etcd_backup_agent.store.local import LocalStore, LocalWriter
 from tests.boltwriter import build_db
 from tests.snapfixtures import etcd_buckets
 
@@ -119,7 +119,8 @@ def test_sound_snapshot_is_stored_with_verified_fields(tmp_path: Path) -> None:
     out = Pipeline(s, LocalStore(s.store.path)).run(fake_source(s, good_db()))
     m = out.manifest
     assert m.verified and m.revision == 301 and m.total_keys is not None
-    assert m.object.startswith("c/") and m.id.endswith("-r301-n1")
+    # the id names the revision etcd reported as the backup began (fixed before the upload)
+    assert m.object.startswith("c/") and m.id.endswith("-r5-n1")
     assert sorted(p.name for p in store_files(tmp_path)) == [f"{m.id}.db.zst.age", f"{m.id}.json"]
     assert spool_files(tmp_path) == []
 
@@ -149,6 +150,12 @@ def test_snapshot_failing_native_verification_is_never_stored(tmp_path: Path) ->
     assert store_files(tmp_path) == [] and spool_files(tmp_path) == []
 
 
+class _ShortWriter(LocalWriter):
+    def complete(self) -> PutResult:
+        result = super().complete()
+        return PutResult(key=result.key, size=result.size - 1)
+
+
 class _ShortStore(LocalStore):
     """A store that reports a different size than it was given (a broken upload)."""
 
@@ -157,6 +164,9 @@ class _ShortStore(LocalStore):
     ) -> PutResult:
         result = super().put_file(key, src, lock=lock, cancel=cancel)
         return PutResult(key=key, size=result.size - 1)
+
+    def open_write(self, key: str, **kwargs: Any) -> LocalWriter:
+        return _ShortWriter(self, key, None)
 
 
 def test_size_mismatch_after_upload_leaves_no_backup(tmp_path: Path) -> None:
@@ -171,6 +181,9 @@ class _DownStore(LocalStore):
     def put_file(
         self, key: str, src: Path, *, lock: bool = False, cancel: threading.Event | None = None
     ) -> PutResult:
+        raise StoreError("store down")
+
+    def open_write(self, key: str, **kwargs: Any) -> LocalWriter:
         raise StoreError("store down")
 
 

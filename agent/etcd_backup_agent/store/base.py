@@ -79,3 +79,25 @@ class Store(Protocol):
 
 def iter_keys(listing: Listing, suffix: str) -> Iterator[StoredObject]:
     return (o for o in listing.objects if o.key.endswith(suffix))
+
+
+class ObjectWriter(Protocol):
+    """An object being written as a stream; it appears under its key only on ``complete``.
+
+    The pipeline writes the sealed bytes while the snapshot still streams in, and calls
+    ``complete`` only after the snapshot passed verification; any failure calls ``abort``,
+    which leaves nothing under the key (S3: the multipart upload is aborted)."""
+
+    def write(self, data: bytes) -> None:
+        """Add bytes; may block (bounded buffers); raises StoreError/Cancelled."""
+        ...
+
+    def complete(self) -> PutResult:
+        """Publish the object and check what the store now holds (size, checksums).
+
+        ``PutResult.size`` is the size the store reports, not the size sent."""
+        ...
+
+    def abort(self) -> None:
+        """Discard everything written; best-effort, never raises."""
+        ...

@@ -92,6 +92,17 @@ class LocalStore:
 
         return self._write_atomic(key, write)
 
+    def open_write(
+        self,
+        key: str,
+        *,
+        size_hint: int = 0,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> LocalWriter:
+        """A streamed write of ``key``: a temp file beside it, renamed on ``complete``."""
+        return LocalWriter(self, key, cancel)
+
     def put_bytes(self, key: str, data: bytes, *, lock: bool = False) -> PutResult:
         return self._write_atomic(key, lambda out: out.write(data))
 
@@ -166,3 +177,56 @@ class LocalStore:
 
     def close(self) -> None:
         return None
+
+
+class LocalWriter:
+    """A ``.tmp-*`` file in the key's directory (``list`` skips those): fsync and rename
+    on ``complete``, unlink on ``abort``."""
+
+    def __init__(self, store: LocalStore, key: str, cancel: threading.Event | None) -> None:
+        self.store, self.key, self.cancel = store, key, cancel
+        self.dest = store._path(key)
+        store._ensure_dir(self.dest.parent)
+        self.written = 0
+        try:
+            fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.dest.parent)
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.tmp = Path(name)
+        self.file = os.fdopen(fd, "wb")
+
+    def _error(self, exc: OSError) -> StoreError:
+        if isinstance(exc, PermissionError):
+            return StoreAccessDenied(
+                f"{self.store.describe()}: cannot write {self.key}: permission denied"
+            )
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        return StoreError(f"{self.store.describe()}: cannot write {self.key}: {reason}")
+
+    def write(self, data: bytes) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"upload of {self.key} cancelled by shutdown")
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.written += len(data)
+
+    def complete(self) -> PutResult:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.dest)
+            fsync_dir(self.dest.parent)
+            size = self.dest.stat().st_size
+        except OSError as exc:
+            self.abort()
+            raise self._error(exc) from None
+        return PutResult(key=self.key, size=size)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()

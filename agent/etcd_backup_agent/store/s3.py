@@ -3,10 +3,12 @@
 Behaviour the rest of the agent relies on:
 
 - Keys are relative to ``s3://bucket/prefix/``; the store adds and strips the prefix.
-- ``put_file``/``put_fileobj`` upload with multipart when the object is larger than one
-  chunk; S3 shows an object only when the upload completes, so a key never holds half an
-  object. A failed upload is aborted by s3transfer; a killed process leaves an incomplete
-  upload behind, which ``sweep_multipart`` (or a bucket lifecycle rule) removes.
+- ``open_write``/``put_file`` upload with multipart when the object is larger than one
+  part; S3 shows an object only when the upload completes, so a key never holds half an
+  object. Every upload is checked against what the server stored (s3_multipart: Content-MD5
+  per part, size and ETag from HEAD, SHA-256 where enabled). A failed upload is aborted; a
+  killed process leaves an incomplete upload behind, which ``sweep_multipart`` (or a bucket
+  lifecycle rule) removes.
 - ``list`` pages through every result. It never returns a partial listing: when a page
   fails after the retries it raises a StoreError, so ``Listing.complete`` is always True.
 - ``delete`` first reads the object's lock (HEAD). A version under an unexpired retention
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -53,7 +56,6 @@ from .. import __version__
 from .. import log as logging
 from ..config import S3Settings
 from ..errors import (
-    Cancelled,
     ObjectLocked,
     StoreAccessDenied,
     StoreError,
@@ -62,6 +64,7 @@ from ..errors import (
 )
 from ..manifest import OBJECT_SUFFIX
 from .base import Listing, PutResult, StoredObject
+from .s3_multipart import MultipartWriter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -342,6 +345,22 @@ class S3Store:
         config.max_in_memory_upload_chunks = 1
         return config
 
+    def open_write(
+        self,
+        key: str,
+        *,
+        size_hint: int = 0,
+        lock: bool = False,
+        cancel: threading.Event | None = None,
+        patient: bool = True,
+    ) -> MultipartWriter:
+        """A streamed upload of ``key`` (multipart; parts sized from ``size_hint``, an upper
+        estimate). Nothing is visible under ``key`` before ``complete``, which checks what
+        the server stored (see s3_multipart). ``patient=False``: the first request (HEAD
+        bucket) is tried once, so a store that is down now fails fast."""
+        part = part_size_for(size_hint, self.settings.multipart_chunk_size)
+        return MultipartWriter(self, key, part_size=part, lock=lock, cancel=cancel, patient=patient)
+
     def put_file(
         self,
         key: str,
@@ -350,41 +369,34 @@ class S3Store:
         lock: bool = False,
         cancel: threading.Event | None = None,
     ) -> PutResult:
-        """Upload the file ``src`` (multipart above one chunk); parts stay <= 10,000.
+        """Upload the file ``src`` (multipart above one part; parts stay <= 10,000), checked
+        like every streamed upload: Content-MD5 per part, then size and ETag from HEAD.
 
-        A set ``cancel`` stops the upload at its next read: s3transfer then aborts the
-        multipart upload, and ``Cancelled`` is raised."""
-        full = self._full(key)
+        A set ``cancel`` stops the upload at its next block: the multipart upload is
+        aborted, and ``Cancelled`` is raised."""
         try:
-            size = src.stat().st_size
+            f = src.open("rb")
         except OSError as exc:
             raise StoreError(f"{self.describe()}: cannot read {src}: {exc.strerror}") from None
-        self._check_bucket("upload", key)
-        extra, retain_until, mode = self._extra_args(lock)
-        config = self._transfer_config(size)
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            writer = self.open_write(key, size_hint=size, lock=lock, cancel=cancel)
+            try:
+                while block := f.read(_MIB):
+                    writer.write(block)
+            except BaseException:
+                writer.abort()
+                raise
+            return writer.complete()
 
-        def check_cancel(_sent: int) -> None:
-            # s3transfer calls this as it reads each block of the file
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"upload of {full} to bucket {self.bucket} cancelled")
-
-        def upload() -> None:
-            check_cancel(0)
-            self.client.upload_file(
-                str(src), self.bucket, full, ExtraArgs=extra, Config=config, Callback=check_cancel
-            )
-
-        self._call("upload", key, upload)
-        return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
-
-    def _check_bucket(self, op: str, key: str) -> None:
+    def _check_bucket(self, op: str, key: str, retry: bool = True) -> None:
         """HEAD the bucket once per store: some services (SeaweedFS) create a missing bucket
         on the first PutObject, which would hide a misspelt bucket name (and its lock
         settings) from the operator."""
         if self._bucket_checked:
             return
         try:
-            self._call(op, key, lambda: self.client.head_bucket(Bucket=self.bucket))
+            self._call(op, key, lambda: self.client.head_bucket(Bucket=self.bucket), retry=retry)
         except StoreNotFound:
             raise StoreNotFound(f"{op}: bucket {self.bucket} does not exist") from None
         self._bucket_checked = True
