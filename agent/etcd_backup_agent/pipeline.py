@@ -446,6 +446,7 @@ class Pipeline:
         begun = time.monotonic()
         created = datetime.now(UTC)
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
+        raw = raw.with_name(raw.name + ".part")  # never complete on its own: always removed
         keep = self.settings.spool.keep_unuploaded
         started = time.monotonic()
         status = source.status()

@@ -20,11 +20,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from . import log as logsetup
 from .binaries import candidates
@@ -304,9 +305,15 @@ def check_trailer_against_manifest(path: Path, manifest: Manifest) -> None:
         raise VerificationError("decrypted snapshot sha256 trailer differs from the manifest")
 
 
-def verify_against_manifest(path: Path, manifest: Manifest) -> snapverify.VerifyReport:
-    """Natively verify ``path`` and compare revision, hash and key count with the manifest."""
-    report = snapverify.verify_snapshot(path, manifest.status_rules or "auto")
+def verify_against_manifest(
+    path: Path, manifest: Manifest, known_sha256: str | None = None
+) -> snapverify.VerifyReport:
+    """Natively verify ``path`` and compare revision, hash and key count with the manifest.
+
+    ``known_sha256``: the data's digest, already computed while it was written."""
+    report = snapverify.verify_snapshot(
+        path, manifest.status_rules or "auto", known_sha256=known_sha256
+    )
     if report.sound and report.trailer_ok is not True:
         raise VerificationError("decrypted snapshot has no matching sha256 trailer")
     if not report.sound or report.status is None:
@@ -325,29 +332,93 @@ def verify_against_manifest(path: Path, manifest: Manifest) -> snapverify.Verify
     return report
 
 
+class _FetchReader:
+    """The store's download stream, hashed and counted as the decrypter reads it."""
+
+    def __init__(self, body: Any, manifest: Manifest, emit: Emit) -> None:
+        self.body = body
+        self.manifest = manifest
+        self.emit = emit
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self._shown = 0.0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.body.read(CHUNK if n is None or n < 0 else n)
+        self.digest.update(data)
+        self.count += len(data)
+        now = time.monotonic()
+        if not data or now - self._shown >= 0.25:
+            self._shown = now
+            progress(self.emit, "fetch", self.count, self.manifest.object_size)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def matches(self) -> bool:
+        m = self.manifest
+        return self.count == m.object_size and self.digest.hexdigest() == m.object_sha256
+
+    def mismatch(self) -> VerificationError:
+        m = self.manifest
+        return VerificationError(
+            f"stored object {m.object} does not match its manifest "
+            f"({self.count} bytes, sha256 {self.digest.hexdigest()[:16]}..., expected "
+            f"{m.object_size} bytes, {m.object_sha256[:16]}...): "
+            "tampered or damaged; nothing was decrypted"
+        )
+
+
 def fetch_and_check(
     store: Store, manifest: Manifest, identity_text: str, scratch: Path, emit: Emit
 ) -> CheckedSnapshot:
-    """Fetch, check, unseal and verify one backup into ``scratch``; raise on any mismatch."""
+    """Fetch, check, unseal and verify one backup into ``scratch``; raise on any mismatch.
+
+    Fetch, decryption and decompression are one streamed pass (no sealed copy on disk);
+    the object's sha256 is computed as it arrives and checked at its end, and the
+    plaintext's sha256 as it is written, so nothing is read twice. age authenticates
+    every 64 KiB chunk, so tampered bytes never reach the plaintext file; any mismatch
+    removes the plaintext and is reported as the object not matching its manifest.
+    """
     log = logsetup.get("restore")
-    sealed = scratch / "object.db.zst.age"
     snapshot = scratch / "snapshot.db"
-    note(emit, f"fetching {manifest.object} ({manifest.object_size} bytes)")
-    fetch_object(store, manifest, sealed, emit)
-    note(emit, "object sha256 matches the manifest; decrypting")
-    progress(emit, "decrypt", 0, manifest.db_size + TRAILER)
-    with sealed.open("rb") as src:
+    note(emit, f"fetching and decrypting {manifest.object} ({manifest.object_size} bytes)")
+    with store.open_read(manifest.object) as body:
+        src = _FetchReader(body, manifest, emit)
         try:
-            unseal_stream(src, snapshot, identity_text)
+            result = unseal_stream(cast(BinaryIO, src), snapshot, identity_text, durable=False)
+            src.drain()  # bytes after the age stream would change the object's sha256
         except CryptoError:
+            src.drain()
+            if not src.matches():
+                raise src.mismatch() from None
             raise
         except OSError as exc:
             raise CryptoError(f"decryption failed: {exc}") from None
-    sealed.unlink()
-    progress(emit, "decrypt", manifest.db_size + TRAILER, manifest.db_size + TRAILER)
-    check_trailer_against_manifest(snapshot, manifest)
-    note(emit, "snapshot trailer matches the manifest; verifying natively (sha256 and bbolt)")
-    report = verify_against_manifest(snapshot, manifest)
+    if not src.matches():
+        snapshot.unlink(missing_ok=True)
+        raise src.mismatch()
+    progress(emit, "decrypt", result.size, manifest.db_size + TRAILER)
+    if result.size != manifest.db_size + TRAILER:
+        raise VerificationError(
+            f"decrypted snapshot has {result.size} bytes, expected {manifest.db_size} + {TRAILER}"
+        )
+    if result.data_sha256 != manifest.snapshot_sha256:
+        raise VerificationError("decrypted snapshot sha256 differs from the manifest")
+    if result.trailer.hex() != result.data_sha256:
+        raise VerificationError("decrypted snapshot sha256 trailer does not match its data")
+    note(emit, "object and snapshot sha256 match the manifest; verifying natively")
+    report = verify_against_manifest(snapshot, manifest, known_sha256=result.data_sha256)
     st = report.status
     assert st is not None
     log.info("backup checked", backup=manifest.id, revision=st.revision, keys=st.total_key)

@@ -40,8 +40,13 @@ class SealResult:
 
 @dataclass(frozen=True)
 class UnsealResult:
+    """``sha256`` of all output; ``data_sha256`` of all but its last 32 bytes (``trailer``):
+    for a snapshot, the digest etcd's trailer must equal, computed without a re-read."""
+
     size: int
     sha256: str
+    data_sha256: str = ""
+    trailer: bytes = b""
 
 
 class _CountingReader:
@@ -104,6 +109,29 @@ class _HashingWriter:
 
     def writable(self) -> bool:
         return True
+
+
+class _TrailerHashingWriter(_HashingWriter):
+    """Also hashes everything but the last TRAILER bytes (known only at the end)."""
+
+    TRAILER = 32
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__(inner)
+        self.data_digest = hashlib.sha256()
+        self.tail = b""
+
+    def write(self, data: bytes) -> int:
+        super().write(data)
+        if len(data) >= self.TRAILER:
+            self.data_digest.update(self.tail)
+            self.data_digest.update(memoryview(data)[: -self.TRAILER])
+            self.tail = bytes(data[-self.TRAILER :])
+        else:
+            joined = self.tail + bytes(data)
+            self.data_digest.update(joined[: -self.TRAILER])
+            self.tail = joined[-self.TRAILER :]
+        return len(data)
 
 
 def parse_recipients(recipients: list[str] | tuple[str, ...]) -> list[pyrage.x25519.Recipient]:
@@ -174,17 +202,22 @@ def seal_file(
     )
 
 
-def unseal_stream(src: BinaryIO, dst: Path, identity_text: str) -> UnsealResult:
+def unseal_stream(
+    src: BinaryIO, dst: Path, identity_text: str, durable: bool = True
+) -> UnsealResult:
     """Decrypt and decompress ``src`` into ``dst`` via a temporary file renamed on success.
 
     A tampered or truncated object raises CryptoError and leaves nothing under ``dst``.
+    ``src`` may be the store's download stream: fetch, decryption and decompression then
+    run as one pass. ``durable=False`` skips the fsync (a scratch file used and removed
+    at once; after a crash it is swept, never read).
     """
     identities = parse_identities(identity_text)
     tmp = dst.with_name(f".{dst.name}.part")
     dctx = zstandard.ZstdDecompressor()
     try:
         with open(tmp, "xb") as fout:
-            out = _HashingWriter(fout)
+            out = _TrailerHashingWriter(fout)
             writer: Any = dctx.stream_writer(cast(Any, out), write_size=CHUNK, closefd=False)
             try:
                 pyrage.decrypt_io(cast(Any, src), writer, identities)
@@ -200,9 +233,15 @@ def unseal_stream(src: BinaryIO, dst: Path, identity_text: str) -> UnsealResult:
                     f"decryption failed (object tampered or truncated): {exc}"
                 ) from None
             fout.flush()
-            os.fsync(fout.fileno())
+            if durable:
+                os.fsync(fout.fileno())
         os.replace(tmp, dst)
-        return UnsealResult(size=out.count, sha256=out.digest.hexdigest())
+        return UnsealResult(
+            size=out.count,
+            sha256=out.digest.hexdigest(),
+            data_sha256=out.data_digest.hexdigest(),
+            trailer=out.tail,
+        )
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -186,6 +186,8 @@ class LocalWriter:
     def __init__(self, store: LocalStore, key: str, cancel: threading.Event | None) -> None:
         self.store, self.key, self.cancel = store, key, cancel
         self.dest = store._path(key)
+        # directories this writer creates are removed again on abort (when still empty)
+        self.created = [p for p in (self.dest.parent, *self.dest.parent.parents) if not p.exists()]
         store._ensure_dir(self.dest.parent)
         self.written = 0
         try:
@@ -230,3 +232,6 @@ class LocalWriter:
             self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+        for d in self.created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
