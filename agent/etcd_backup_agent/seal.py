@@ -174,7 +174,8 @@ def seal_file(
     afterwards): disk use stays about one copy, whatever the compression ratio."""
     parsed = parse_recipients(recipients)
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-    with src.open("rb") as fin, open(dst, "xb") as fout:
+    # punching holes needs a descriptor open for writing (fallocate(2) says EBADF otherwise)
+    with src.open("r+b" if consume else "rb") as fin, open(dst, "xb") as fout:
         size_hint = os.fstat(fin.fileno()).st_size
         counted_in: _CountingReader
         if consume:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,9 @@ import pytest
 from etcd_backup_agent.config import Settings, from_dict
 from etcd_backup_agent.errors import SnapshotCorrupt, StoreError, VerificationError
 from etcd_backup_agent.etcd_source import EtcdSource
+from etcd_backup_agent.fsutil import disk_usage, punch_hole
 from etcd_backup_agent.pipeline import Pipeline
+from etcd_backup_agent.seal import seal_file
 from etcd_backup_agent.store.base import PutResult
 from etcd_backup_agent.store.local import LocalStore, LocalWriter
 from tests.boltwriter import build_db
@@ -202,3 +207,106 @@ def test_failed_upload_discards_or_keeps_the_sealed_backup(tmp_path: Path) -> No
     stored = Pipeline(s, LocalStore(s.store.path)).upload(waiting[0])
     assert stored.id == waiting[0].manifest.id
     assert spool_files(tmp_path / "b") == []
+
+
+class _FailingWriter(LocalWriter):
+    """Accepts the first write, then fails like a store that went away mid-upload."""
+
+    def write(self, data: bytes) -> None:
+        if self.written:
+            raise StoreError("store went away mid-upload")
+        super().write(data)
+
+
+class _MidStreamDownStore(LocalStore):
+    def open_write(self, key: str, **kwargs: Any) -> LocalWriter:
+        return _FailingWriter(self, key, None)
+
+    def put_file(
+        self, key: str, src: Path, *, lock: bool = False, cancel: threading.Event | None = None
+    ) -> PutResult:
+        raise StoreError("store down")
+
+
+def incompressible_db() -> bytes:
+    history = [("put", f"/r/{i:05d}".encode(), os.urandom(3000)) for i in range(1500)]
+    data, _ = build_db(etcd_buckets(history), trailer=False)
+    return data
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_store_failing_mid_stream_keeps_a_sealed_copy_only_when_asked(
+    tmp_path: Path, keep: bool, age_identity: tuple[Path, str]
+) -> None:
+    s = settings(tmp_path, spool={"keep_unuploaded": keep})
+    s = replace(s, encryption=replace(s.encryption, recipients=(age_identity[1],)))
+    db = incompressible_db()
+    pipe = Pipeline(s, _MidStreamDownStore(s.store.path))
+    with pytest.raises(StoreError, match="went away"):
+        pipe.run(fake_source(s, db))
+    assert store_files(tmp_path) == []
+    waiting = pipe.spool.waiting()
+    if not keep:
+        assert waiting == [] and spool_files(tmp_path) == []
+        return
+    # the verified snapshot, sealed into the spool (raw copy gone); stock tools read it
+    assert len(waiting) == 1 and {p.name for p in spool_files(tmp_path)} == {
+        waiting[0].object_path.name,
+        waiting[0].manifest_path.name,
+    }
+    out = subprocess.run(
+        f"age -d -i {age_identity[0]} {waiting[0].object_path} | zstd -d -c",
+        shell=True,
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert out == db + hashlib.sha256(db).digest()
+    assert waiting[0].manifest.object_size == waiting[0].object_path.stat().st_size
+
+
+def test_sealing_into_the_spool_frees_the_raw_copy_as_it_goes(
+    tmp_path: Path, age_identity: tuple[Path, str]
+) -> None:
+    """Spool peak (issue 13): raw + sealed never exceed 1.3x the db, even incompressible."""
+    raw = tmp_path / "raw.db"
+    size = 24 * 1024 * 1024
+    raw.write_bytes(os.urandom(size))
+    probe = tmp_path / "probe"
+    if not punch_hole(os.open(probe, os.O_CREAT | os.O_RDWR), 0, 4096):
+        pytest.skip("this filesystem cannot punch holes")
+    sealed = tmp_path / "sealed.age"
+    peaks: list[int] = []
+    seal_file(
+        raw,
+        sealed,
+        [age_identity[1]],
+        level=1,
+        consume=True,
+        on_punch=lambda _freed: peaks.append(disk_usage(raw) + disk_usage(sealed)),
+    )
+    assert len(peaks) >= 8  # punched step by step, not once at the end
+    assert max(peaks) <= 1.3 * size
+    assert disk_usage(raw) <= 64 * 1024  # all of it given back
+    out = subprocess.run(
+        f"age -d -i {age_identity[0]} {sealed} | zstd -d -c | wc -c",
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert int(out) == size
+
+
+def test_progress_events_are_throttled(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    events: list[tuple[str, int, int]] = []
+    db = incompressible_db()  # ~150 blobs of 32 KiB
+    started = time.monotonic()
+    Pipeline(s, LocalStore(s.store.path), progress=lambda *e: events.append(e)).run(
+        fake_source(s, db)
+    )
+    elapsed = time.monotonic() - started
+    blobs = len(db) // 32768
+    assert blobs > 100
+    assert len(events) <= 2 + elapsed / 0.25
+    assert events[-1] == ("snapshot", len(db), len(db))

@@ -84,7 +84,8 @@ class MultipartWriter:
         self.sha = lock or store.settings.checksum == "when_supported"
         self.etag_is_md5 = store.settings.sse != "aws:kms"
         self.upload_id: str | None = None
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []
+        self.buffered = 0
         self.sent = 0
         self.parts: list[_Part] = []
         self._lock = threading.Lock()
@@ -105,11 +106,21 @@ class MultipartWriter:
 
     def write(self, data: bytes) -> None:
         self._check()
-        self.buffer += data
-        while len(self.buffer) >= self.part_size:
-            part = bytes(self.buffer[: self.part_size])
-            del self.buffer[: self.part_size]
-            self._submit(part)
+        # chunks are joined once per part: one copy, no memmove of a growing buffer
+        view = memoryview(data)
+        while view:
+            room = self.part_size - self.buffered
+            take = view[:room]
+            self.chunks.append(bytes(take))
+            self.buffered += len(take)
+            view = view[len(take) :]
+            if self.buffered == self.part_size:
+                self._submit(self._take())
+
+    def _take(self) -> bytes:
+        part = b"".join(self.chunks)
+        self.chunks, self.buffered = [], 0
+        return part
 
     def _create(self) -> str:
         args: dict[str, Any] = dict(self.extra)
@@ -200,10 +211,9 @@ class MultipartWriter:
     def _complete(self) -> PutResult:
         self._check()
         if self.upload_id is None:
-            return self._put_single(bytes(self.buffer))
-        if self.buffer or not self._futures:
-            self._submit(bytes(self.buffer))
-            self.buffer = bytearray()
+            return self._put_single(self._take())
+        if self.buffered or not self._futures:
+            self._submit(self._take())
         self._wait()
         parts = sorted(self.parts, key=lambda p: p.number)
         listed: list[dict[str, Any]] = []
