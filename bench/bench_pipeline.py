@@ -296,13 +296,16 @@ def main() -> int:
     latency: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.cache) as tmp:
         base = Path(tmp)
-        etcd = EtcdServer(data_dir, peer_port=counts["peer_port"]).start()
-        weed = WeedServer(base / "weed").start()
+        etcd = EtcdServer(data_dir, peer_port=counts["peer_port"]).start(wait=False)
+        weed: WeedServer | None = None
         try:
+            etcd.wait_ready(timeout=300)  # loading 1.5 GB on a busy machine takes a while
+            weed = WeedServer(base / "weed").start()
             out = run_all(args, base, etcd, weed, results, latency)
         finally:
             etcd.stop()
-            weed.stop()
+            if weed is not None:
+                weed.stop()
     report = summarize(args, counts, out, results, latency)
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -9,6 +9,7 @@ failure; a stream never ends early (an early EOF would make a valid, truncated a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ from .errors import Cancelled, CryptoError
 from .fsutil import punch_hole
 
 CHUNK = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1024 * 1024
 # consume=True frees the source's blocks behind the reader in steps of this many bytes
 PUNCH_STEP = 32 * 1024 * 1024
 
@@ -348,6 +351,11 @@ class SealStream:
             bufsize=0,
             env=_child_env(),
         )
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            # 1 MiB pipes instead of 64 KiB: the writer and the child wake each other up
+            # once per 32 blobs rather than once per 2 (fewer context switches on 2 cores)
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[union-attr]
         self._err: list[bytes] = []
         self._err_reader = threading.Thread(target=self._drain_err, name="seal-stderr", daemon=True)
         self._err_reader.start()
