@@ -178,7 +178,9 @@ class Pipeline:
         self._swept = False
 
     def _stage_done(self, name: str, started: float, **info: Any) -> None:
-        seconds = time.monotonic() - started
+        self._stage_report(name, time.monotonic() - started, info)
+
+    def _stage_report(self, name: str, seconds: float, info: dict[str, Any]) -> None:
         self.stages[name] = seconds
         self.log.info("stage finished", stage=name, seconds=round(seconds, 3), **info)
         self.on_stage(name, seconds, info)
@@ -473,6 +475,7 @@ class Pipeline:
             self.log.warning("store unavailable: sealing into the spool", error=str(exc))
         seal: SealStream | None = None
         uploader: Uploader | None = None
+        seal_stage: tuple[float, dict[str, Any]] | None = None
         try:
             enc, comp = self.settings.encryption, self.settings.compression
             if writer is not None:
@@ -521,6 +524,17 @@ class Pipeline:
             if uploader is not None and tee.seal is not None:
                 uploader.join()
                 sealed = tee.seal.finish()
+                # sealing overlapped the stream: its stage spans the stream and the drain
+                seal_stage = (
+                    time.monotonic() - started,
+                    {
+                        "input_bytes": sealed.input_size,
+                        "compressed_bytes": sealed.compressed_size,
+                        "object_bytes": sealed.object_size,
+                        "ratio": round(sealed.object_size / max(sealed.input_size, 1), 3),
+                        "overlapped": True,
+                    },
+                )
                 if uploader.error is None and (
                     sealed.object_size != uploader.size
                     or sealed.object_sha256 != uploader.digest.hexdigest()
@@ -542,7 +556,7 @@ class Pipeline:
             self._check_cancel()
             if store_error is None and writer is not None:
                 try:
-                    final = self._publish(writer, manifest, begun)
+                    final = self._publish(writer, manifest, begun, seal_stage)
                     writer = None
                     self.stages["prepare_total"] = time.monotonic() - begun
                     return BackupOutcome(manifest=final, stages=dict(self.stages))
@@ -580,11 +594,22 @@ class Pipeline:
 
         return hook
 
-    def _publish(self, writer: ObjectWriter, manifest: Manifest, begun: float) -> Manifest:
-        """Complete the upload, check the stored size, then write the manifest (last)."""
+    def _publish(
+        self,
+        writer: ObjectWriter,
+        manifest: Manifest,
+        begun: float,
+        seal_stage: tuple[float, dict[str, Any]] | None = None,
+    ) -> Manifest:
+        """Complete the upload, check the stored size, then write the manifest (last).
+
+        ``seal_stage`` is reported once the sealed stream is stored: one "seal" stage per
+        backup that is sealed, whichever way (the spool path reports its own)."""
         started = time.monotonic()
         m = manifest
         put = writer.complete()
+        if seal_stage is not None:
+            self._stage_report("seal", seal_stage[0], seal_stage[1])
         if put.size != m.object_size:
             with contextlib.suppress(Exception):
                 self.store.delete(m.object)

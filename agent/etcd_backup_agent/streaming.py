@@ -89,7 +89,7 @@ class Uploader:
         seal: SealStream,
         writer: ObjectWriter | None,
         on_failure: Callable[[BaseException], None],
-        block: int = 4 * CHUNK,
+        block: int = CHUNK,
     ) -> None:
         self.seal = seal
         self.writer = writer

@@ -84,7 +84,7 @@ class MultipartWriter:
         self.sha = lock or store.settings.checksum == "when_supported"
         self.etag_is_md5 = store.settings.sse != "aws:kms"
         self.upload_id: str | None = None
-        self.chunks: list[bytes] = []
+        self.part: bytearray | None = None
         self.buffered = 0
         self.sent = 0
         self.parts: list[_Part] = []
@@ -106,21 +106,25 @@ class MultipartWriter:
 
     def write(self, data: bytes) -> None:
         self._check()
-        # chunks are joined once per part: one copy, no memmove of a growing buffer
+        # each part is filled in place in one buffer of its final size: no joins or copies,
+        # so at most max_concurrency parts uploading + the one being filled are in memory
         view = memoryview(data)
         while view:
-            room = self.part_size - self.buffered
-            take = view[:room]
-            self.chunks.append(bytes(take))
-            self.buffered += len(take)
-            view = view[len(take) :]
+            if self.part is None:
+                self.part = bytearray(self.part_size)
+            take = min(len(view), self.part_size - self.buffered)
+            self.part[self.buffered : self.buffered + take] = view[:take]
+            self.buffered += take
+            view = view[take:]
             if self.buffered == self.part_size:
                 self._submit(self._take())
 
     def _take(self) -> bytes:
-        part = b"".join(self.chunks)
-        self.chunks, self.buffered = [], 0
-        return part
+        part = self.part if self.part is not None else bytearray()
+        if self.buffered < len(part):
+            del part[self.buffered :]  # the last part: shrink in place
+        self.part, self.buffered = None, 0
+        return part  # type: ignore[return-value]  # bytearray: botocore sends it as is
 
     def _create(self) -> str:
         args: dict[str, Any] = dict(self.extra)
