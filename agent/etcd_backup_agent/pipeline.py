@@ -246,6 +246,7 @@ class Pipeline:
         result = run_seal(
             raw, tmp, enc.recipients, comp.level, comp.threads, cancel=self.cancel, consume=consume
         )
+        manifest = build_record(self.settings, manifest, self.spool.pending, self.log)  # bundle/
         try:
             os.replace(tmp, opath)
             manifest = replace(
@@ -476,6 +477,7 @@ class Pipeline:
         seal: SealStream | None = None
         uploader: Uploader | None = None
         seal_stage: tuple[float, dict[str, Any]] | None = None
+        kept = False
         try:
             enc, comp = self.settings.encryption, self.settings.compression
             if writer is not None:
@@ -521,6 +523,7 @@ class Pipeline:
             manifest = self._manifest(
                 created, report, raw, result.sha256, status=status, source="snapshot", bid=bid
             )
+            manifest = with_keyspace(self.settings, raw, manifest, self.log)  # never fails
             if uploader is not None and tee.seal is not None:
                 uploader.join()
                 sealed = tee.seal.finish()
@@ -556,7 +559,8 @@ class Pipeline:
             self._check_cancel()
             if store_error is None and writer is not None:
                 try:
-                    final = self._publish(writer, manifest, begun, seal_stage)
+                    bundled = build_record(self.settings, manifest, self.spool.pending, self.log)
+                    final = self._publish(writer, bundled, begun, seal_stage)
                     writer = None
                     self.stages["prepare_total"] = time.monotonic() - begun
                     return BackupOutcome(manifest=final, stages=dict(self.stages))
@@ -572,8 +576,11 @@ class Pipeline:
                 "upload failed; sealing the backup into the spool", error=str(store_error)
             )
             self._seal(raw, manifest, consume=True)
+            kept = True
             raise store_error or StoreError("upload failed")
         finally:
+            if not kept:
+                discard_pending(self.spool.pending, bid)  # a bundle sealed for this backup
             if seal is not None:
                 seal.kill()
             if uploader is not None:
@@ -621,6 +628,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.store.delete(m.object)
             raise Cancelled("backup cancelled by shutdown")
+        store_bundle(self.store, m, self.spool.pending, lock=self._locked(), cancel=self.cancel)
         final = replace(
             m,
             object_lock_mode=put.lock_mode,
@@ -632,9 +640,11 @@ class Pipeline:
                 manifest_key(m.cluster, m.id), final.to_json().encode(), lock=self._locked()
             )
         except BaseException:
-            # no manifest: remove the object rather than leave an orphan
-            with contextlib.suppress(Exception):
-                self.store.delete(m.object)
+            # no manifest: remove the objects rather than leave orphans
+            for key in (m.object, m.bundle.object if m.bundle is not None else None):
+                if key:
+                    with contextlib.suppress(Exception):
+                        self.store.delete(key)
             raise
         self._stage_done(
             "upload", started, object=m.object, bytes=put.size, store=self.store.describe()
