@@ -285,6 +285,12 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path("/var/tmp"))
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--probe-rate", type=float, default=50.0, help="puts per second")
+    ap.add_argument(
+        "--cost",
+        metavar="RATE",
+        help="also run the local backup under the unit's priorities (nice 10, best-effort "
+        "I/O 7) and with [etcd] snapshot_rate_limit = RATE (e.g. 50MiB)",
+    )
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -406,8 +412,18 @@ def run_all(
             sum(s.cpu_seconds for s in steps),
         )
 
-    def backup(cfg: Path) -> Sample:
-        return checked(measure([*agent, "backup", "--config", str(cfg), "--json"], env=env), "bk")
+    def backup(cfg: Path, prefix: tuple[str, ...] = ()) -> Sample:
+        cmd = [*prefix, *agent, "backup", "--config", str(cfg), "--json"]
+        return checked(measure(cmd, env=env), "bk")
+
+    capped_cfg = write_config(
+        base / "capped.toml",
+        endpoint=etcd.endpoint,
+        recipient=recipient,
+        root=base / "capped",
+        extra={**common, "etcd": {"snapshot_rate_limit": args.cost or 0}},
+    )
+    niced = ("nice", "-n", "10", "ionice", "-c", "2", "-n", "7")
 
     def with_latency(name: str, fn: Any) -> Sample:
         prober = Prober(etcd.endpoint, args.probe_rate, base / f"probe-{name}.json")
@@ -483,6 +499,11 @@ def run_all(
         ("backup_local", lambda: with_latency("backup_local", lambda: backup(local_cfg))),
         ("backup_s3", lambda: with_latency("backup_s3", lambda: backup(s3_cfg))),
     ]
+    if args.cost:
+        scenarios += [
+            ("backup_local_niced", lambda: with_latency("niced", lambda: backup(local_cfg, niced))),
+            ("backup_local_capped", lambda: with_latency("capped", lambda: backup(capped_cfg))),
+        ]
     for r in range(args.runs):
         order = scenarios[r % len(scenarios) :] + scenarios[: r % len(scenarios)]
         for name, fn in order:
