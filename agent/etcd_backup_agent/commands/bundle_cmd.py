@@ -32,11 +32,23 @@ def register(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="bundle_action", metavar="ACTION", required=True)
-    ls = actions.add_parser("list", parents=[common], help="the bundle's file list")
+    ls = actions.add_parser(
+        "list",
+        parents=[common],
+        help="the bundle's file list",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ls.add_argument("backup", metavar="ID|latest")
     ls.add_argument("--json", action="store_true", help="print the record as JSON")
     ls.set_defaults(handler=run_list)
-    ex = actions.add_parser("extract", parents=[common], help="write the bundle under DIR")
+    ex = actions.add_parser(
+        "extract",
+        parents=[common],
+        help="write the bundle under DIR",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ex.add_argument("backup", metavar="ID|latest")
     ex.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
     ex.add_argument("--to", required=True, type=Path, metavar="DIR", help="a new directory")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
+from ..errors import EXIT_FAILURE, EXIT_OK, AgentError, UsageError
 from .inspect_cmd import run_op, settings_for
 
 EPILOG = """examples:
@@ -70,6 +70,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     if (args.backup is None) == (args.snapshot is None):
         raise UsageError("extract needs a backup ID (or latest) or --snapshot FILE, not both")
+    check_out(args.out)
     req = ExtractRequest.from_args(
         {
             "backup": args.backup or "",
@@ -92,6 +93,12 @@ def run_extract(args: argparse.Namespace) -> int:
     return write_result(result, args.output, args.out, args.keep_server_fields)
 
 
+def check_out(out: Path | None) -> None:
+    """Refuse an --out that cannot become a directory before anything is downloaded."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+
+
 def write_result(result: object, fmt: str, out: Path | None, keep: bool) -> int:
     """Write the objects (stdout or one file each) and the notes (stderr)."""
     from ..keyspace.extract import ExtractResult, render_stdout, write_files
@@ -106,7 +113,10 @@ def write_result(result: object, fmt: str, out: Path | None, keep: bool) -> int:
         if o.encoding == "encrypted" or (o.encoding == "protobuf" and fmt != "raw"):
             sys.stderr.write(f"note: {o.key.decode('utf-8', 'replace')}: {o.note()}\n")
     if out is not None:
-        paths = write_files(result.objects, out, fmt, keep)
+        try:
+            paths = write_files(result.objects, out, fmt, keep)
+        except OSError as exc:
+            raise AgentError(f"--out {out}: cannot write the objects: {exc}") from exc
         sys.stderr.write(f"wrote {len(paths)} object(s) under {out}\n")
     else:
         sys.stdout.buffer.write(render_stdout(result.objects, fmt, keep))

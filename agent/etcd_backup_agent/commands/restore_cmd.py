@@ -90,6 +90,11 @@ def register(
         help="restore drill: start a throwaway etcd from a backup and compare",
         description="Restore a backup into a temporary dir, start a throwaway etcd on "
         "loopback, compare revision and key count with the manifest, clean up.",
+        epilog="examples:\n"
+        "  etcd-backup-agent drill latest --identity /root/age-key.txt\n"
+        "  etcd-backup-agent drill 20260101T000000Z-r1234-cp1 --json   ([drill] identity_file)\n"
+        "exit codes: 0 the drill passed, 1 it failed, 2 usage or config (docs/drill.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
     d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")

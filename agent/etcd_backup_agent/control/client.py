@@ -468,7 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             sys.stderr.write(f"config error: {problem}\n")
         return EXIT_USAGE
-    args = request_args(ns)
+    try:
+        args = request_args(ns)
+    except AgentError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
     ns.json = bool(ns.json)
     progress = Progress(sys.stderr, quiet=ns.json)
     try:
@@ -497,7 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if err.get("code") in ("usage", proto.BAD_ARGS) else EXIT_FAILURE
     result = reply.get("result")
     if ns.op in keyspace_client.OPS and not ns.json:
-        return keyspace_client.show(ns, result)
+        try:
+            return keyspace_client.show(ns, result)
+        except AgentError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return exc.exit_code
     if not ns.json:
         show(ns.op, result)
     if ns.op == "drill" and isinstance(result, dict) and result.get("result") != "success":

@@ -60,6 +60,9 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
         return {"backup": ns.backup, "top": ns.top}
     if ns.op == "diff":
         return {"a": ns.a, "b": ns.b, "max_changes": ns.max_changes}
+    from ..commands.extract_cmd import check_out
+
+    check_out(ns.out)
     out: dict[str, Any] = {"backup": ns.backup, "max_bytes": ns.max_bytes}
     if ns.key is not None:
         out["key"] = ns.key

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..errors import UsageError
+from ..errors import UsageError, VerificationError
+from ..snapshot.bolt import BoltError, PageError
 from ..store.base import Store
 from .analyze import KeyspaceReport, Options, analyze_file
 from .diff import DiffReport, diff_files
@@ -62,8 +63,19 @@ def snapshot_of(
         yield checked.path
 
 
+@contextlib.contextmanager
+def _readable(*paths: Path) -> Iterator[None]:
+    """A file that is not a bolt database is an operator's error, not a traceback."""
+    try:
+        yield
+    except (BoltError, PageError) as exc:
+        names = " or ".join(str(p) for p in paths)
+        raise VerificationError(f"{names}: not a readable etcd snapshot: {exc}") from exc
+
+
 def inspect_path(settings: Settings, path: Path, top: int) -> KeyspaceReport:
-    return analyze_file(path, options(settings, top_objects=top))
+    with _readable(path):
+        return analyze_file(path, options(settings, top_objects=top))
 
 
 def inspect_backup(
@@ -76,9 +88,10 @@ def inspect_backup(
 
 def diff_paths(settings: Settings, a: Path, b: Path, max_changes: int) -> DiffReport:
     ins = settings.inspect
-    return diff_files(
-        a, b, ins.prefixes, work_dir(settings), ins.memory_budget, max_changes=max_changes
-    )
+    with _readable(a, b):
+        return diff_files(
+            a, b, ins.prefixes, work_dir(settings), ins.memory_budget, max_changes=max_changes
+        )
 
 
 def diff_backups(
@@ -103,9 +116,11 @@ def selector(req: ExtractRequest) -> Selector:
 
 
 def extract_path(settings: Settings, path: Path, req: ExtractRequest) -> ExtractResult:
-    return extract_file(
-        path, selector(req), work_dir(settings), settings.inspect.memory_budget, req.max_bytes
-    )
+    sel = selector(req)
+    with _readable(path):
+        return extract_file(
+            path, sel, work_dir(settings), settings.inspect.memory_budget, req.max_bytes
+        )
 
 
 def extract_backup(

@@ -1,0 +1,128 @@
+"""Operator mistakes found by the acceptance run: a clear error and exit code, never a traceback.
+
+Each case was a Python traceback on main (etcd-backup-agent 0.1.0 installed with pip).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from etcd_backup_agent.commands.extract_cmd import write_result
+from etcd_backup_agent.control.client import main as ctl_main
+from etcd_backup_agent.errors import AgentError
+from etcd_backup_agent.keyspace.extract import ExtractResult
+from tests.agent_helpers import run_agent
+from tests.snapfixtures import etcd_buckets, write
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    """A small etcd-shaped bolt file with two Kubernetes objects."""
+    path = tmp_path / "good.db"
+    write(
+        path,
+        etcd_buckets(
+            [
+                ("put", b"/registry/configmaps/prod/a", b'{"kind":"ConfigMap"}'),
+                ("put", b"/registry/configmaps/prod/b", b'{"kind":"ConfigMap"}'),
+            ]
+        ),
+    )
+    return path
+
+
+@pytest.fixture
+def not_a_snapshot(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[cluster]\nname = "prod"\n' * 200)
+    return path
+
+
+def _assert_clear(proc_err: str, *names: Path) -> None:
+    assert "Traceback" not in proc_err
+    assert "not a readable etcd snapshot" in proc_err
+    for name in names:
+        assert str(name) in proc_err
+
+
+@pytest.mark.parametrize("command", ["inspect", "extract"])
+def test_a_file_that_is_not_a_snapshot(command: str, not_a_snapshot: Path, tmp_path: Path) -> None:
+    extra = ["--key", "/registry/configmaps/prod/a"] if command == "extract" else []
+    proc = run_agent(command, "--snapshot", not_a_snapshot, *extra, "--config", "/nonexistent")
+    # --config is not needed for a file; a missing one is still a usage error
+    assert proc.returncode == 2, proc.stderr
+    proc = run_agent(command, "--snapshot", not_a_snapshot, *extra)
+    assert proc.returncode == 1, proc.stderr
+    _assert_clear(proc.stderr, not_a_snapshot)
+
+
+def test_a_truncated_snapshot(snapshot: Path, tmp_path: Path) -> None:
+    data = snapshot.read_bytes()
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = run_agent("inspect", "--snapshot", cut)
+    assert proc.returncode == 1, proc.stderr
+    _assert_clear(proc.stderr, cut)
+
+
+def test_diff_names_the_bad_file(snapshot: Path, not_a_snapshot: Path) -> None:
+    good = run_agent("diff", "--snapshot", snapshot, "--snapshot", snapshot)
+    assert good.returncode == 0, good.stderr
+    proc = run_agent("diff", "--snapshot", snapshot, "--snapshot", not_a_snapshot)
+    assert proc.returncode == 1, proc.stderr
+    _assert_clear(proc.stderr, not_a_snapshot)
+
+
+def test_extract_out_is_a_file(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "existing-file"
+    target.write_text("keep me\n")
+    proc = run_agent("extract", "--snapshot", snapshot, "--prefix", "/registry/", "--out", target)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "is not a directory" in proc.stderr
+    assert target.read_text() == "keep me\n"
+    ok = run_agent(
+        "extract", "--snapshot", snapshot, "--prefix", "/registry/", "--out", tmp_path / "x"
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_backupctl_extract_out_is_a_file_fails_before_the_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "existing-file"
+    target.write_text("")
+    code = ctl_main(
+        [
+            "--socket",
+            str(tmp_path / "none.sock"),
+            "extract",
+            "latest",
+            "--identity",
+            str(tmp_path / "key.txt"),
+            "--key",
+            "/registry/x",
+            "--out",
+            str(target),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and "Traceback" not in err
+
+
+def test_an_unwritable_out_dir_is_an_agent_error(snapshot: Path, tmp_path: Path) -> None:
+    from etcd_backup_agent.config import Settings
+    from etcd_backup_agent.keyspace import ops
+    from etcd_backup_agent.keyspace.requests import ExtractRequest
+
+    req = ExtractRequest.from_args({"backup": "", "prefix": "/registry/", "max_bytes": 1 << 20})
+    result = ops.extract_path(Settings(), snapshot, req)
+    assert isinstance(result, ExtractResult) and result.objects
+    blocker = tmp_path / "out"
+    blocker.mkdir()
+    (blocker / "registry").write_text("a file where a directory must go")
+    with pytest.raises(AgentError, match="cannot write the objects"):
+        write_result(result, "json", blocker, keep=False)
