@@ -126,3 +126,10 @@ def test_an_unwritable_out_dir_is_an_agent_error(snapshot: Path, tmp_path: Path)
     (blocker / "registry").write_text("a file where a directory must go")
     with pytest.raises(AgentError, match="cannot write the objects"):
         write_result(result, "json", blocker, keep=False)
+
+
+def test_backup_force_without_from_data_dir_is_usage(tmp_path: Path) -> None:
+    # before: accepted and ignored, an online backup was taken as if --force meant something
+    proc = run_agent("backup", "--force", "--config", tmp_path / "none.toml")
+    assert proc.returncode == 2, proc.stderr
+    assert "--force goes with --from-data-dir" in proc.stderr

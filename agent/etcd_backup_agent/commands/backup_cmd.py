@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..durations import format_duration
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, UsageError
 from ..etcd_source import EtcdSource
 from ..pipeline import Pipeline
 from ..spool_lock import SpoolLock
@@ -53,6 +53,9 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.force and args.from_data_dir is None:
+        # an online backup has nothing to force: say so rather than ignore it
+        raise UsageError("--force goes with --from-data-dir DIR (an offline backup)")
     settings = load_settings(args)
     lock = SpoolLock(settings.spool.dir)
     lock.acquire("backup")  # never beside a daemon or another backup on this spool
