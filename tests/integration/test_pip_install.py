@@ -183,8 +183,11 @@ def test_one_backup_with_no_etcd_binary_on_path(
     assert status["totalKey"] == manifest["total_keys"]
     assert etcd_bin("etcdutl")  # the oracle exists; the product never needed it
 
-    verify = run("verify", "--backup", "latest", "--identity", str(key))
+    verify = run("verify", "--backup", "latest", "--identity", str(key), "-w", "json")
     assert verify.returncode == 0, verify.stderr[-3000:]
+    # -w json with --backup was ignored (a table was printed)
+    checked = json.loads(verify.stdout)
+    assert checked["backup_id"] == manifest["id"] and checked["native_ok"] is True
     listing = run("list", "--json")
     assert listing.returncode == 0, listing.stderr
     assert [b["id"] for b in json.loads(listing.stdout)] == [manifest["id"]]

@@ -5,6 +5,7 @@ Each case was a Python traceback on main (etcd-backup-agent 0.1.0 installed with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,51 @@ def test_backup_force_without_from_data_dir_is_usage(tmp_path: Path) -> None:
     proc = run_agent("backup", "--force", "--config", tmp_path / "none.toml")
     assert proc.returncode == 2, proc.stderr
     assert "--force goes with --from-data-dir" in proc.stderr
+
+
+def test_verify_file_json_flag_is_not_ignored(snapshot: Path) -> None:
+    # before: --json (documented for --backup) printed the table for a FILE
+    table = run_agent("verify", snapshot, "--allow-no-trailer")
+    assert table.returncode == 0, table.stderr
+    proc = run_agent("verify", snapshot, "--allow-no-trailer", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads(
+        run_agent("verify", snapshot, "--allow-no-trailer", "-w", "json").stdout
+    )
+
+
+def test_backupctl_list_shows_the_columns_of_the_offline_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from etcd_backup_agent.control.client import show
+
+    offline = run_agent(
+        "list", "--config", _config(tmp_path), env=None
+    )  # an empty store still prints the header
+    assert offline.returncode == 0, offline.stderr
+    header = offline.stdout.splitlines()[0].split()
+    backup = {
+        "id": "20260101T000000Z-r5-n",
+        "created_at": "2026-01-01T00:00:00Z",
+        "revision": 5,
+        "db_size": 36864,
+        "object_size": 1529,
+        "total_keys": 28,
+        "verified": True,
+    }
+    show("list", {"backups": [backup], "complete": True})
+    lines = capsys.readouterr().out.splitlines()
+    # before: DB SIZE in raw bytes and no STORED column
+    assert lines[0].split() == header
+    assert "36.0 KiB" in lines[1] and "1.5 KiB" in lines[1]
+
+
+def _config(tmp_path: Path) -> Path:
+    from tests.agent_helpers import write_config
+
+    return write_config(
+        tmp_path / "c.toml",
+        endpoint="http://127.0.0.1:1",
+        recipient="age1djcukg6z93s7n7cz44zwrty8kt365senermqw9c6e3ysx662vpqsmk5qj3",
+        root=tmp_path,
+    )

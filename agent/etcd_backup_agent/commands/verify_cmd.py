@@ -88,6 +88,9 @@ def _human(size: int) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    # -w json and --json both ask for JSON, whichever mode: neither is silently ignored
+    if args.write_out == "json" or args.json:
+        args.write_out, args.json = "json", True
     if args.backup is not None:
         if args.file:
             raise UsageError("give either a snapshot FILE or --backup ID, not both")

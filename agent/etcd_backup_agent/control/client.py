@@ -156,14 +156,18 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def show(op: str, result: Any) -> None:
     if op == "list":
-        rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "KEYS", "VERIFIED")]
+        from ..commands.list_cmd import human_size
+
+        # the same columns as `etcd-backup-agent list`
+        rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
         for m in result.get("backups", []):
             rows.append(
                 (
                     str(m["id"]),
                     str(m["created_at"]),
                     str(m["revision"]),
-                    str(m["db_size"]),
+                    human_size(m.get("db_size")),
+                    human_size(m.get("object_size")),
                     str(m.get("total_keys", "-")),
                     "yes" if m.get("verified") else "no",
                 )
