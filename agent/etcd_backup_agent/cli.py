@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from . import log as logsetup
 from .errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
+from .pipes import quiet_broken_pipe
 
 COMMAND_MODULES = (
     "config_cmd",
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

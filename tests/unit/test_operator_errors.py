@@ -182,3 +182,41 @@ def _config(tmp_path: Path) -> Path:
         recipient="age1djcukg6z93s7n7cz44zwrty8kt365senermqw9c6e3ysx662vpqsmk5qj3",
         root=tmp_path,
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["etcd_backup_agent.cli", "inspect", "--snapshot", "{db}"],
+        ["etcd_backup_agent.cli", "verify", "{db}", "--allow-no-trailer"],
+    ],
+)
+def test_a_closed_stdout_is_not_a_traceback(snapshot: Path, argv: list[str]) -> None:
+    # `etcd-backup-agent inspect ... | head -1` printed a BrokenPipeError traceback
+    import subprocess
+    import sys
+
+    from tests.agent_helpers import agent_env
+
+    module, *rest = argv
+    code = f"import sys; from {module} import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *(a.format(db=snapshot) for a in rest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=agent_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_inspect_report_reads_as_english(snapshot: Path) -> None:
+    # before: "(compacted at never)" and "free pages - (defrag gives back)"
+    proc = run_agent("inspect", "--snapshot", snapshot)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert "(never compacted)" in first
+    assert "free pages not recorded" in first

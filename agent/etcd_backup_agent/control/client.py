@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from ..config import DEFAULT_CONFIG_PATH, ControlSettings
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
+from ..pipes import quiet_broken_pipe
 from ..retention import format_report
 from . import keyspace_client
 from . import protocol as proto
@@ -455,6 +456,7 @@ OFFLINE_EQUIVALENT = {
 }
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:

@@ -35,9 +35,18 @@ def format_report(r: dict[str, Any], top: int = 20) -> str:
     db = int(r["db_size"])
     live = int(r["bytes"])
     pct = f"{100 * live / db:.0f}%" if db else "-"
+    compacted = r["compact_revision"]
+    free = r.get("free_bytes")
     lines = [
-        f"revision {r['revision']} (compacted at {r['compact_revision'] or 'never'}), "
-        f"db size {human(db)}, free pages {human(r.get('free_bytes'))} (defrag gives back)",
+        f"revision {r['revision']} "
+        f"({f'compacted at {compacted}' if compacted else 'never compacted'}), "
+        f"db size {human(db)}, "
+        + (
+            f"free pages {human(free)} (defrag gives back)"
+            if free is not None
+            # etcd's default: no persisted freelist, so the snapshot cannot tell
+            else "free pages not recorded (etcd does not persist its freelist)"
+        ),
         f"live data {human(live)} in {r['objects']} objects ({pct} of the db); "
         f"history {human(r['history_bytes'])} in older revisions and tombstones "
         f"(compaction frees)",
