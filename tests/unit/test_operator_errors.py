@@ -220,3 +220,20 @@ def test_inspect_report_reads_as_english(snapshot: Path) -> None:
     first = proc.stdout.splitlines()[0]
     assert "(never compacted)" in first
     assert "free pages not recorded" in first
+
+
+@pytest.mark.integration
+def test_a_sealed_object_given_as_snapshot_gets_a_hint(
+    snapshot: Path, age_identity: tuple[Path, str], tmp_path: Path
+) -> None:
+    import subprocess
+
+    _, recipient = age_identity
+    sealed = tmp_path / "x.db.age"
+    subprocess.run(
+        ["age", "-e", "-r", recipient, "-o", str(sealed), str(snapshot)], check=True, timeout=60
+    )
+    proc = run_agent("inspect", "--snapshot", sealed)
+    assert proc.returncode == 1, proc.stderr
+    _assert_clear(proc.stderr, sealed)
+    assert "age-encrypted backup object" in proc.stderr and "--identity" in proc.stderr

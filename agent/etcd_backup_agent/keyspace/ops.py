@@ -70,7 +70,21 @@ def _readable(*paths: Path) -> Iterator[None]:
         yield
     except (BoltError, PageError) as exc:
         names = " or ".join(str(p) for p in paths)
-        raise VerificationError(f"{names}: not a readable etcd snapshot: {exc}") from exc
+        hint = ""
+        if any(_is_sealed(p) for p in paths):
+            hint = (
+                " (an age-encrypted backup object: name the backup ID with --identity, "
+                "or decrypt it first: age -d -i KEY FILE | zstd -d > snapshot.db)"
+            )
+        raise VerificationError(f"{names}: not a readable etcd snapshot: {exc}{hint}") from exc
+
+
+def _is_sealed(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(22) == b"age-encryption.org/v1\n"
+    except OSError:
+        return False
 
 
 def inspect_path(settings: Settings, path: Path, top: int) -> KeyspaceReport:
