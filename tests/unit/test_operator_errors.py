@@ -237,3 +237,25 @@ def test_a_sealed_object_given_as_snapshot_gets_a_hint(
     assert proc.returncode == 1, proc.stderr
     _assert_clear(proc.stderr, sealed)
     assert "age-encrypted backup object" in proc.stderr and "--identity" in proc.stderr
+
+
+def test_backupctl_status_reads_as_english(capsys: pytest.CaptureFixture[str]) -> None:
+    from etcd_backup_agent.control.client import show
+
+    status = {
+        "cluster": "prod",
+        "node": "cp-1",
+        "version": "0.1.0",
+        "last": {"result": "success", "at": "2026-01-01T00:00:00Z"},
+        "coordination": {"mode": "etcd-lock", "holder": None},
+        "leader": True,
+        "store": {"describe": "local:/x", "up": True},
+        "spool": {"bytes": 3 * 1024 * 1024, "pending_uploads": 1},
+    }
+    show("status", status)
+    out = capsys.readouterr().out
+    # before: "local member is leader: True" and "3145728 bytes"
+    assert "local member is leader: yes" in out
+    assert "spool:        3.0 MiB, 1 backup(s) waiting for upload" in out
+    show("status", status | {"leader": None})
+    assert "local member is leader: unknown" in capsys.readouterr().out

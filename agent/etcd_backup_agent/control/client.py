@@ -149,6 +149,11 @@ class Progress:
             self.active = False
 
 
+def _yes_no(value: object) -> str:
+    """A flag as an operator reads it (the reply may lack it: unknown)."""
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -286,13 +291,15 @@ def _show_status(st: dict[str, Any]) -> None:
     coord = st.get("coordination") or {}
     print(
         f"coordination: {coord.get('mode')}, lock holder {coord.get('holder') or '-'}, "
-        f"local member is leader: {st.get('leader')}"
+        f"local member is leader: {_yes_no(st.get('leader'))}"
     )
     store = st.get("store") or {}
     print(f"store:        {store.get('describe')} ({'up' if store.get('up') else 'DOWN'})")
     spool = st.get("spool") or {}
+    from ..commands.list_cmd import human_size
+
     print(
-        f"spool:        {spool.get('bytes', 0)} bytes, {spool.get('pending_uploads', 0)} "
+        f"spool:        {human_size(spool.get('bytes', 0))}, {spool.get('pending_uploads', 0)} "
         f"backup(s) waiting for upload"
     )
     drill = st.get("drill") or {}
