@@ -46,7 +46,13 @@ def register(
     what.add_argument("--key", metavar="K", help="one etcd key, e.g. /registry/pods/ns/name")
     what.add_argument("--prefix", metavar="P", help="every key under this prefix")
     p.add_argument("--revision", type=int, metavar="R", help="as of this etcd revision")
-    p.add_argument("-o", "--output", choices=("json", "yaml", "raw"), default="json")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("json", "yaml", "raw"),
+        default="json",
+        help="json (default) or yaml for kubectl apply, raw as etcdctl get --print-value-only",
+    )
     p.add_argument("--out", type=Path, metavar="DIR", help="one file per object under DIR")
     p.add_argument(
         "--keep-server-fields",
