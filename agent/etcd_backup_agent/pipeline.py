@@ -424,8 +424,7 @@ class Pipeline:
             try:  # the last word on publishing (one backup per period): it may refuse
                 self.before_publish(final)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    self.store.delete(m.object)
+                self._remove_objects(m)
                 raise
         self.store.put_bytes(manifest_key(m.cluster, m.id), final.to_json().encode(), lock=locked)
         self.spool.discard(sealed)
@@ -590,6 +589,13 @@ class Pipeline:
             with contextlib.suppress(FileNotFoundError):
                 raw.unlink()
 
+    def _remove_objects(self, m: Manifest) -> None:
+        """No manifest will be written: remove its objects rather than leave orphans."""
+        for key in (m.object, m.bundle.object if m.bundle is not None else None):
+            if key:
+                with contextlib.suppress(Exception):
+                    self.store.delete(key)
+
     def _locked(self) -> bool:
         s3 = self.settings.store.s3
         return s3 is not None and bool(s3.object_lock_mode)
@@ -636,15 +642,14 @@ class Pipeline:
             duration_seconds=round(time.monotonic() - begun, 3),
         )
         try:
+            if self.before_publish is not None:
+                # the last word on publishing (one backup per period): it may refuse
+                self.before_publish(final)
             self.store.put_bytes(
                 manifest_key(m.cluster, m.id), final.to_json().encode(), lock=self._locked()
             )
         except BaseException:
-            # no manifest: remove the objects rather than leave orphans
-            for key in (m.object, m.bundle.object if m.bundle is not None else None):
-                if key:
-                    with contextlib.suppress(Exception):
-                        self.store.delete(key)
+            self._remove_objects(m)
             raise
         self._stage_done(
             "upload", started, object=m.object, bytes=put.size, store=self.store.describe()
