@@ -524,6 +524,7 @@ class Daemon:
                 progress=progress,
                 after_verify=self._plaintext_drill_hook(w),
                 before_publish=self._publish_check(w) if recheck else None,
+                clock=self.clock,
             )
             if s.spool.keep_unuploaded and self.metrics.value("etcd_backup_store_up") == 0:
                 # the store was down at the last look: seal into the spool, do not hold the
@@ -882,7 +883,9 @@ class Daemon:
                     reason=i.reason,
                 )
         mine = self._mine(w, catalog.backups)
-        newest = mine[0].created if mine else None
+        # backups dated after the current period (the clock went back) cover nothing
+        horizon = scheduling.next_period_start(w.policy, self.clock())
+        newest = next((m.created for m in mine if m.created < horizon), None)
         if seed_state:
             with self._state_lock:
                 scheduling.seed_newest(newest, self.state)

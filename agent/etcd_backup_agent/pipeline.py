@@ -164,9 +164,12 @@ class Pipeline:
         progress: ProgressHook | None = None,
         after_verify: AfterVerifyHook | None = None,
         before_publish: Callable[[Manifest], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
         self.before_publish = before_publish
+        # the daemon passes its own clock so that ids, scheduling and retention share one
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.after_verify = after_verify
         self.store = store
         self.cancel = cancel or threading.Event()
@@ -278,7 +281,7 @@ class Pipeline:
         """Snapshot, verify and seal; the result waits in the spool."""
         self.spool.ensure()
         begun = time.monotonic()
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         try:
             status, sha256 = self._snapshot(source, raw)
@@ -304,7 +307,7 @@ class Pipeline:
         db = data_dir / "member" / "snap" / "db"
         if not db.is_file():
             raise SpoolError(f"{db} does not exist: is {data_dir} an etcd data dir?")
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         started = time.monotonic()
         try:
