@@ -80,7 +80,10 @@ class Spool:
 
     def ensure(self) -> None:
         try:
-            self.pending.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mode applies to the last component only: create the spool dir itself 0700 too
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(exist_ok=True, mode=0o700)
+            self.pending.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise SpoolError(f"spool dir {self.dir}: cannot create: {exc.strerror}") from None
         if not os.access(self.dir, os.W_OK | os.X_OK) or not os.access(self.pending, os.W_OK):
