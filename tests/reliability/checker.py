@@ -10,6 +10,7 @@ far: if it disappears while nothing newer and complete exists, a backup was lost
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -39,11 +40,12 @@ class LocalView:
     def keys(self) -> dict[str, int]:
         if not self.root.exists():
             return {}
-        return {
-            p.relative_to(self.root).as_posix(): p.stat().st_size
-            for p in self.root.rglob("*")
-            if p.is_file()
-        }
+        out: dict[str, int] = {}
+        for p in self.root.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):  # pruned while we walk
+                if p.is_file():
+                    out[p.relative_to(self.root).as_posix()] = p.stat().st_size
+        return out
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -142,7 +144,9 @@ def check_store(
         bid = key[len(prefix) : -len(MANIFEST_SUFFIX)]
         try:
             m = json.loads(view.read(key))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
+            if key not in view.keys():
+                continue  # retention deleted it after the listing: not a problem
             problems.append(f"{key}: manifest unreadable: {exc}")
             continue
         obj = str(m.get("object"))
@@ -157,7 +161,13 @@ def check_store(
                 f"{key}: object is {keys[obj]} bytes, manifest says {m.get('object_size')}"
             )
             continue
-        data = view.read(obj)
+        try:
+            data = view.read(obj)
+        except Exception as exc:
+            if key not in view.keys():
+                continue  # pruned meanwhile (manifest first, then object)
+            problems.append(f"{key}: object unreadable: {exc}")
+            continue
         digest = hashlib.sha256(data).hexdigest()
         if digest != m.get("object_sha256"):
             problems.append(f"{key}: object sha256 differs from the manifest")

@@ -9,10 +9,12 @@ was never deleted (the ledger).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,12 +24,14 @@ import pytest
 
 from etcd_backup_agent.config import load
 from etcd_backup_agent.daemon import Daemon
-from tests.integration.agents import write_config
+from tests.agent_helpers import agent_env, run_agent
+from tests.integration.agents import Agent, write_config
 from tests.reliability import counters
-from tests.reliability.checker import Ledger, LocalView, check_store
+from tests.reliability.checker import Ledger, LocalView, S3View, check_store
 from tests.reliability.harness import (
     AgentPool,
     after_fault,
+    assert_orphans_reported,
     events,
     stored_ids,
     wait_for,
@@ -274,3 +278,156 @@ def test_clock_jumps_a_year_forward_then_a_day_back(
         daemon._shutdown()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+
+
+def wait_stage(agent: Agent, stage: str, count: int, timeout: float = 60) -> None:
+    wait_for(
+        lambda: sum(1 for e in events(agent, "stage finished") if e.get("stage") == stage) >= count,
+        timeout,
+        f"stage {stage} x{count}",
+        every=0.005,
+    )
+
+
+def test_seaweedfs_sigkilled_mid_upload(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], pool: AgentPool
+) -> None:
+    weed = WeedServer(tmp_path / "weed").start()
+    try:
+        bucket = new_bucket(weed)
+        put_large(etcd, 24)
+        cfg = s3_config(tmp_path, etcd, age_identity[1], weed, bucket, interval="1h")
+        agent = pool.new(**cfg).start()
+        wait_stage(agent, "seal", 1)  # the upload starts now
+        weed.kill()
+        weed.stop()  # its leftover gRPC sockets
+        counters.fault("SeaweedFS SIGKILL mid-upload")
+        wait_for(
+            lambda: events(agent, "backup failed") or stored_ids(agent), 60, "the upload to end"
+        )
+        time.sleep(2)
+        weed.start()
+        view, ledger = S3View(weed.client(), bucket, "p"), Ledger()
+        # the sealed backup waited in the spool (keep_unuploaded) and is uploaded now
+        wait_for(lambda: stored_ids(agent), 60, "the pending upload after the restart")
+        check = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        assert check.ids == stored_ids(agent)[:1] or len(check.ids) >= 1, check.ids
+        agent.config.write_text(
+            agent.config.read_text().replace('interval = "1h"', 'interval = "2s"')
+        )
+        agent.signal(signal.SIGHUP)
+        after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger)
+    finally:
+        weed.stop()
+
+
+def test_seaweedfs_stopped_for_a_while_then_started(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], pool: AgentPool
+) -> None:
+    weed = WeedServer(tmp_path / "weed").start()
+    try:
+        bucket = new_bucket(weed)
+        put_many(etcd, 200)
+        agent = pool.new(**s3_config(tmp_path, etcd, age_identity[1], weed, bucket)).start()
+        wait_for(lambda: stored_ids(agent), 60, "a first backup")
+        view, ledger = S3View(weed.client(), bucket, "p"), Ledger()
+        check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        weed.stop()
+        counters.fault(f"SeaweedFS stopped {STORE_OUTAGE:.0f}s")
+        time.sleep(STORE_OUTAGE)
+        pending = list((tmp_path / "spool" / "pending").glob("*.json"))
+        assert pending, "no backup waited in the spool during the outage"
+        assert agent.alive()
+        weed.start()
+        waiting = sorted(p.stem for p in pending)
+        wait_for(
+            lambda: set(waiting) <= set(stored_ids(agent)), 120, "the waiting backups uploaded"
+        )
+        flushed = [str(e["id"]) for e in events(agent, "backup stored") if e.get("from_spool")]
+        assert flushed == sorted(flushed), "pending backups were not uploaded oldest first"
+        after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger)
+    finally:
+        weed.stop()
+
+
+def test_agent_sigkilled_mid_upload_and_restarted(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str], pool: AgentPool
+) -> None:
+    weed = WeedServer(tmp_path / "weed").start()
+    try:
+        bucket = new_bucket(weed)
+        put_large(etcd, 24)
+        agent = pool.new(**s3_config(tmp_path, etcd, age_identity[1], weed, bucket)).start()
+        wait_stage(agent, "seal", 1)
+        agent.kill()
+        counters.fault("agent SIGKILL mid-upload")
+        view, ledger = S3View(weed.client(), bucket, "p"), Ledger()
+        check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        again = pool.restart(agent, "again")
+        wait_for(lambda: stored_ids(again), 90, "a backup after the restart")
+        assert not list((tmp_path / "spool").glob("snapshot-*")), "raw snapshot left behind"
+        after_fault(again, view, age_identity[0], tmp_path / "scratch", ledger)
+    finally:
+        weed.stop()
+
+
+def test_s3_down_mid_prune(
+    tmp_path: Path, etcd: EtcdServer, age_identity: tuple[Path, str]
+) -> None:
+    """S3 dies at a seeded moment of a prune of 40 backups: nothing good is lost."""
+    weed = WeedServer(tmp_path / "weed").start()
+    try:
+        bucket = new_bucket(weed)
+        put_many(etcd, 100)
+        cfg_kw = s3_config(tmp_path, etcd, age_identity[1], weed, bucket)
+        cfg = tmp_path / "prune.toml"
+        write_config(cfg, metrics_port=free_port(), **cfg_kw)  # type: ignore[arg-type]
+        r = run_agent("backup", "--config", cfg)
+        assert r.returncode == 0, r.stderr
+        client = weed.client()
+        view, ledger = S3View(client, bucket, "p"), Ledger()
+        real = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger).backups[0]
+        # 40 older complete backups: the real object under older ids, with their manifests
+        m = json.loads(view.read(f"test/{real.id}.json"))
+        sealed = view.read(f"test/{real.id}.db.zst.age")
+        created = datetime.fromisoformat(m["created_at"].replace("Z", "+00:00"))
+        for i in range(1, 41):
+            t = created - timedelta(hours=i)
+            bid = f"{t:%Y%m%dT%H%M%SZ}-r{m['revision']}-{m['node']}"
+            client.put_object(Bucket=bucket, Key=f"p/test/{bid}.db.zst.age", Body=sealed)
+            body = {
+                **m,
+                "id": bid,
+                "object": f"test/{bid}.db.zst.age",
+                "created_at": f"{t:%Y-%m-%dT%H:%M:%SZ}",
+            }
+            client.put_object(
+                Bucket=bucket, Key=f"p/test/{bid}.json", Body=json.dumps(body).encode()
+            )
+        check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        cfg.write_text(cfg.read_text().replace("keep_last = 3", "keep_last = 2"))
+        env_cmd = [sys.executable, "-m", "etcd_backup_agent.cli", "prune", "--config", str(cfg)]
+        proc = subprocess.Popen(
+            env_cmd, env=agent_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        time.sleep(random.Random(5).uniform(0.8, 2.0))
+        weed.kill()
+        weed.stop()
+        counters.fault("S3 down mid-prune")
+        _out, _err = proc.communicate(timeout=120)
+        time.sleep(1)
+        weed.start()
+        check = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        assert real.id in check.ids, "prune deleted the newest complete verified backup"
+        assert_orphans_reported(cfg, check.orphans)
+        # the next prune finishes the job; the next backup succeeds
+        r = run_agent("prune", "--config", cfg)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run_agent("backup", "--config", cfg)
+        assert r.returncode == 0, r.stderr
+        final = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
+        assert len(final.backups) <= 3 and real.id in final.ids, final.ids
+        assert_orphans_reported(cfg, final.orphans)
+        counters.note(f"prune under S3 death: first prune exit {proc.returncode}")
+    finally:
+        weed.stop()
