@@ -28,7 +28,7 @@ MANIFEST_SUFFIX = ".json"
 class StoreView(Protocol):
     """Read-only access to a store, by key relative to its root (``<cluster>/<name>``)."""
 
-    def keys(self) -> dict[str, int]: ...
+    def listing(self) -> dict[str, int]: ...
 
     def read(self, key: str) -> bytes: ...
 
@@ -37,7 +37,7 @@ class StoreView(Protocol):
 class LocalView:
     root: Path
 
-    def keys(self) -> dict[str, int]:
+    def listing(self) -> dict[str, int]:
         if not self.root.exists():
             return {}
         out: dict[str, int] = {}
@@ -57,7 +57,7 @@ class S3View:
     bucket: str
     prefix: str = ""
 
-    def keys(self) -> dict[str, int]:
+    def listing(self) -> dict[str, int]:
         out: dict[str, int] = {}
         root = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
         for page in self.client.get_paginator("list_objects_v2").paginate(
@@ -130,7 +130,7 @@ def check_store(
     ledger: Ledger | None = None,
 ) -> StoreCheck:
     """Assert the store holds only complete, stock-decryptable, etcdutl-sound backups."""
-    keys = view.keys()
+    keys = view.listing()
     prefix = f"{cluster}/"
     problems: list[str] = []
     backups: list[Backup] = []
@@ -145,7 +145,7 @@ def check_store(
         try:
             m = json.loads(view.read(key))
         except Exception as exc:
-            if key not in view.keys():
+            if key not in view.listing():
                 continue  # retention deleted it after the listing: not a problem
             problems.append(f"{key}: manifest unreadable: {exc}")
             continue
@@ -164,7 +164,7 @@ def check_store(
         try:
             data = view.read(obj)
         except Exception as exc:
-            if key not in view.keys():
+            if key not in view.listing():
                 continue  # pruned meanwhile (manifest first, then object)
             problems.append(f"{key}: object unreadable: {exc}")
             continue
