@@ -98,3 +98,13 @@ def after_fault(
     assert newest in second.ids or ledger.newest is not None, (newest, second.ids)
     assert not second.leftovers, second.leftovers
     return second
+
+
+def assert_no_secrets(agent: Agent, secrets: list[str], *extra: str) -> None:
+    """No secret in the agent's log, its metrics, or any other text the test collected."""
+    texts = {"log": agent.log_text(), **{f"extra{i}": t for i, t in enumerate(extra)}}
+    if agent.alive():
+        texts["metrics"] = agent.scrape_text()
+    for name, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in the {name}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import counters
-from tests.reliability.harness import AgentPool, stored_ids, wait_for
+from tests.reliability.harness import AgentPool, assert_no_secrets, stored_ids, wait_for
 from tests.reliability.test_soak import resources
 from tests.servers import EtcdServer, put_many
 
@@ -100,9 +100,11 @@ def test_hostile_socket_input_while_backing_up(
     rss0 = resources(agent.pid)[2]
     before = len(stored_ids(agent))
     replies: dict[str, int] = {}
+    texts: list[str] = []
     for payload in inputs(random.Random(12)):
         counters.add("malformed_inputs")
         reply = exchange(sock, payload)
+        texts.append(json.dumps(reply))
         if reply is None:
             replies["closed"] = replies.get("closed", 0) + 1
             continue
@@ -144,4 +146,6 @@ def test_hostile_socket_input_while_backing_up(
     counters.note(f"socket: replies {replies}; RSS grew {grown // 2**20} MiB")
     assert grown < 50 * 2**20, grown
     assert "bad_request" in replies, replies
+    secret = age_identity[0].read_text().split("AGE-SECRET-KEY-")[1].split()[0]
+    assert_no_secrets(agent, [secret], *texts, json.dumps(status))
     assert not [e for e in agent.events() if e.get("level") == "error" and "Traceback" in str(e)]

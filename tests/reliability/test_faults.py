@@ -31,6 +31,7 @@ from tests.reliability.checker import Ledger, LocalView, S3View, check_store
 from tests.reliability.harness import (
     AgentPool,
     after_fault,
+    assert_no_secrets,
     assert_orphans_reported,
     events,
     stored_ids,
@@ -103,6 +104,10 @@ retry_max_time = "3s"
     )
     cfg.update(kw)
     return cfg
+
+
+def identity_secret(identity: Path) -> str:
+    return identity.read_text().split("AGE-SECRET-KEY-")[1].split()[0]
 
 
 def new_bucket(weed: WeedServer) -> str:
@@ -317,6 +322,7 @@ def test_seaweedfs_sigkilled_mid_upload(
         )
         agent.signal(signal.SIGHUP)
         after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger)
+        assert_no_secrets(agent, [weed.secret_key, identity_secret(age_identity[0])])
     finally:
         weed.stop()
 
@@ -346,6 +352,7 @@ def test_seaweedfs_stopped_for_a_while_then_started(
         flushed = [str(e["id"]) for e in events(agent, "backup stored") if e.get("from_spool")]
         assert flushed == sorted(flushed), "pending backups were not uploaded oldest first"
         after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger)
+        assert_no_secrets(agent, [weed.secret_key, identity_secret(age_identity[0])])
     finally:
         weed.stop()
 
@@ -367,6 +374,9 @@ def test_agent_sigkilled_mid_upload_and_restarted(
         wait_for(lambda: stored_ids(again), 90, "a backup after the restart")
         assert not list((tmp_path / "spool").glob("snapshot-*")), "raw snapshot left behind"
         after_fault(again, view, age_identity[0], tmp_path / "scratch", ledger)
+        assert_no_secrets(
+            again, [weed.secret_key, identity_secret(age_identity[0])], agent.log_text()
+        )
     finally:
         weed.stop()
 
