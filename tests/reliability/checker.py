@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,8 +70,15 @@ class S3View:
 
     def read(self, key: str) -> bytes:
         root = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
-        body = self.client.get_object(Bucket=self.bucket, Key=root + key)["Body"]
-        return bytes(body.read())
+        for attempt in range(10):  # a restarted SeaweedFS answers InternalError for a while
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=root + key)["Body"]
+                return bytes(body.read())
+            except Exception as exc:
+                if "NoSuchKey" in type(exc).__name__ or attempt == 9:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,14 @@ def exchange(path: Path, payload: bytes, timeout: float = 10.0) -> dict[str, obj
     """Send one request; the final reply, or None when the daemon closed the connection."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(path))
+        for _ in range(100):  # a full listen backlog refuses with EAGAIN: try again
+            try:
+                s.connect(str(path))
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the socket refused connections for 10 s")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(payload)
         buf = b""
