@@ -33,6 +33,7 @@ from .errors import (
     Busy,
     Cancelled,
     ConfigError,
+    SourceError,
     StoreError,
     StoreUnavailable,
     VerificationError,
@@ -453,6 +454,11 @@ class Daemon:
             self.metrics.failure(verification=isinstance(exc, VerificationError))
             if isinstance(exc, StoreError):
                 self.metrics.set_up(store=False)
+            if isinstance(exc, SourceError):
+                # python-etcd3 refuses a failed endpoint for 300 s ("Trying to use a failed
+                # node"), long after the member is back: reconnect on the next attempt
+                with contextlib.suppress(Exception):
+                    w.source.close()
             with self._state_lock:
                 scheduling.record_failure(w.policy, self.state, self.clock())
                 failures, retry_at = self.state.failures, self.state.not_before
