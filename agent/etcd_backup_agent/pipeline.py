@@ -453,7 +453,7 @@ class Pipeline:
         self.spool.ensure()
         self.sweep_stale_uploads()
         begun = time.monotonic()
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         raw = raw.with_name(raw.name + ".part")  # never complete on its own: always removed
         keep = self.settings.spool.keep_unuploaded
