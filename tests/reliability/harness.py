@@ -70,17 +70,20 @@ def assert_orphans_reported(config: Path, orphans: list[str]) -> None:
     An object whose manifest appeared meanwhile was an upload in flight (object first,
     manifest last), not an orphan.
     """
-    if not orphans:
-        return
-    listed = cli_json(config, "list", "--orphans", "--json")
-    shown = set(listed["orphans"])
-    ids = {str(m["id"]) for m in listed["backups"]}
-    missing = [
-        o
-        for o in orphans
-        if not any(s.endswith(o) for s in shown)
-        and o.rsplit("/", 1)[-1].removesuffix(".db.zst.age") not in ids
-    ]
+    missing = orphans
+    for _ in range(15):  # an upload in flight gets its manifest within seconds
+        if not missing:
+            return
+        listed = cli_json(config, "list", "--orphans", "--json")
+        shown = set(listed["orphans"])
+        ids = {str(m["id"]) for m in listed["backups"]}
+        missing = [
+            o
+            for o in missing
+            if not any(s.endswith(o) for s in shown)
+            and o.rsplit("/", 1)[-1].removesuffix(".db.zst.age") not in ids
+        ]
+        time.sleep(2)
     assert not missing, f"orphans not reported by `list --orphans`: {missing}"
 
 
