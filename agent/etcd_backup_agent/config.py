@@ -237,6 +237,11 @@ class Settings:
     bundle: BundleSettings = field(default_factory=BundleSettings)
 
 
+INT64_MAX = 2**63 - 1
+# longer durations overflow datetime arithmetic in scheduling and retention
+MAX_DURATION = 100 * 365 * 86400.0
+
+
 class _Section:
     """Typed reads from one TOML table, collecting problems instead of raising."""
 
@@ -285,8 +290,10 @@ class _Section:
             return v if isinstance(v, int) and not isinstance(v, bool) else None
 
         value = self._get(name, default, check, "an integer")
-        if value < minimum or (maximum is not None and value > maximum):
+        # TOML integers are 64-bit; beyond that a value is a typo, not a setting
+        if value < minimum or value > (INT64_MAX if maximum is None else maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            bound += "" if maximum is not None or value < minimum else " (at most 2**63-1)"
             self.problem(name, f"expected an integer {bound}, got {value}")
             return default
         return value
@@ -295,10 +302,11 @@ class _Section:
         """A byte size: an integer, or a string such as "512MiB", "2GB"."""
 
         def check(v: Any) -> int | None:
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX:
                 return v
             if isinstance(v, str):
-                return _parse_size(v)
+                size = _parse_size(v)
+                return size if size is not None and size <= INT64_MAX else None
             return None
 
         return self._get(name, default, check, 'a byte size such as 1073741824 or "1GiB"')
@@ -311,11 +319,11 @@ class _Section:
                 seconds = parse_duration(v)
             except ValueError:
                 return None
-            if seconds == 0 and not allow_zero:
+            if (seconds == 0 and not allow_zero) or seconds > MAX_DURATION:
                 return None
             return seconds
 
-        expected = 'a duration string such as "90s", "15m", "1h", "7d"'
+        expected = 'a duration string such as "90s", "15m", "1h", "7d" (at most 100 years)'
         if not allow_zero:
             expected += " (greater than zero)"
         return self._get(name, default, check, expected)

@@ -33,6 +33,7 @@ from .errors import (
     Busy,
     Cancelled,
     ConfigError,
+    SourceError,
     StoreError,
     StoreUnavailable,
     VerificationError,
@@ -453,6 +454,11 @@ class Daemon:
             self.metrics.failure(verification=isinstance(exc, VerificationError))
             if isinstance(exc, StoreError):
                 self.metrics.set_up(store=False)
+            if isinstance(exc, SourceError):
+                # python-etcd3 refuses a failed endpoint for 300 s ("Trying to use a failed
+                # node"), long after the member is back: reconnect on the next attempt
+                with contextlib.suppress(Exception):
+                    w.source.close()
             with self._state_lock:
                 scheduling.record_failure(w.policy, self.state, self.clock())
                 failures, retry_at = self.state.failures, self.state.not_before
@@ -524,6 +530,7 @@ class Daemon:
                 progress=progress,
                 after_verify=self._plaintext_drill_hook(w),
                 before_publish=self._publish_check(w) if recheck else None,
+                clock=self.clock,
             )
             if s.spool.keep_unuploaded and self.metrics.value("etcd_backup_store_up") == 0:
                 # the store was down at the last look: seal into the spool, do not hold the
@@ -882,7 +889,9 @@ class Daemon:
                     reason=i.reason,
                 )
         mine = self._mine(w, catalog.backups)
-        newest = mine[0].created if mine else None
+        # backups dated after the current period (the clock went back) cover nothing
+        horizon = scheduling.next_period_start(w.policy, self.clock())
+        newest = next((m.created for m in mine if m.created < horizon), None)
         if seed_state:
             with self._state_lock:
                 scheduling.seed_newest(newest, self.state)

@@ -62,6 +62,21 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# A manifest with a wrongly typed field (say ``"revision": "many"``) is invalid, not a backup.
+_TYPE_CHECKS: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "int": _is_int,
+    "bool": lambda v: isinstance(v, bool),
+    "float": lambda v: _is_int(v) or isinstance(v, float),
+    "int | None": lambda v: v is None or _is_int(v),
+    "str | None": lambda v: v is None or isinstance(v, str),
+}
+
+
 @dataclass(frozen=True)
 class Compression:
     algorithm: str = "zstd"
@@ -151,9 +166,14 @@ class Manifest:
             kwargs["bundle"] = BundleRecord.from_dict(kwargs["bundle"])
         kwargs["keyspace"] = KeyspaceSummary.from_dict(kwargs.get("keyspace"))
         try:
-            return cls(**kwargs)
+            m = cls(**kwargs)
         except TypeError as exc:
             raise ValueError(f"manifest is missing fields: {exc}") from None
+        for f in fields(cls):
+            ok = _TYPE_CHECKS.get(str(f.type))
+            if ok is not None and not ok(getattr(m, f.name)):
+                raise ValueError(f"manifest field {f.name!r} is not of type {f.type}")
+        return m
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:

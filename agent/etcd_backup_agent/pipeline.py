@@ -80,7 +80,10 @@ class Spool:
 
     def ensure(self) -> None:
         try:
-            self.pending.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mode applies to the last component only: create the spool dir itself 0700 too
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(exist_ok=True, mode=0o700)
+            self.pending.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise SpoolError(f"spool dir {self.dir}: cannot create: {exc.strerror}") from None
         if not os.access(self.dir, os.W_OK | os.X_OK) or not os.access(self.pending, os.W_OK):
@@ -164,9 +167,12 @@ class Pipeline:
         progress: ProgressHook | None = None,
         after_verify: AfterVerifyHook | None = None,
         before_publish: Callable[[Manifest], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
         self.before_publish = before_publish
+        # the daemon passes its own clock so that ids, scheduling and retention share one
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.after_verify = after_verify
         self.store = store
         self.cancel = cancel or threading.Event()
@@ -278,7 +284,7 @@ class Pipeline:
         """Snapshot, verify and seal; the result waits in the spool."""
         self.spool.ensure()
         begun = time.monotonic()
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         try:
             status, sha256 = self._snapshot(source, raw)
@@ -304,7 +310,7 @@ class Pipeline:
         db = data_dir / "member" / "snap" / "db"
         if not db.is_file():
             raise SpoolError(f"{db} does not exist: is {data_dir} an etcd data dir?")
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         started = time.monotonic()
         try:
@@ -446,7 +452,7 @@ class Pipeline:
         self.spool.ensure()
         self.sweep_stale_uploads()
         begun = time.monotonic()
-        created = datetime.now(UTC)
+        created = self.clock()
         raw = self.spool.raw_path(f"{created:%Y%m%dT%H%M%S%fZ}")
         raw = raw.with_name(raw.name + ".part")  # never complete on its own: always removed
         keep = self.settings.spool.keep_unuploaded

@@ -27,6 +27,7 @@ from .store.base import Store
 NO_POLICY = "no retention policy"
 NEWEST_VERIFIED = "newest verified backup"
 LOCK_PREFIX = "object lock until "
+CREATED_AFTER_NOW = "created after now (clock moved back?)"
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) 
         now = now.replace(tzinfo=UTC)
     if policy.empty:
         return [Decision(m, True, (NO_POLICY,)) for m in ordered]
+    # Backups dated after ``now`` (the clock went back) are kept and left out of the rules:
+    # counted, they would fill keep_last and every new backup would be deleted at once.
+    future = [m for m in ordered if m.created > now]
+    ordered = [m for m in ordered if m.created <= now]
+    kept_future = [Decision(m, True, (CREATED_AFTER_NOW,)) for m in future]
     reasons: list[list[str]] = [[] for _ in ordered]
     for i in range(min(policy.keep_last, len(ordered))):
         reasons[i].append(f"last #{i + 1}")
@@ -121,7 +127,9 @@ def plan(backups: Iterable[Manifest], policy: RetentionSettings, now: datetime) 
         lock = _lock_reason(m, now)
         if lock:
             reasons[i].append(lock)
-    return [Decision(m, bool(r), tuple(r)) for m, r in zip(ordered, reasons, strict=True)]
+    return kept_future + [
+        Decision(m, bool(r), tuple(r)) for m, r in zip(ordered, reasons, strict=True)
+    ]
 
 
 def _keep_buckets(

@@ -107,8 +107,14 @@ def same_period(policy: Policy, a: datetime, b: datetime) -> bool:
 
 
 def covered(policy: Policy, newest: datetime | None, now: datetime) -> bool:
-    """Whether a backup created at ``newest`` covers the period holding ``now``."""
-    return newest is not None and newest >= period_start(policy, now)
+    """Whether a backup created at ``newest`` covers the period holding ``now``.
+
+    A backup dated after the current period does not: the clock went back (or another
+    node's runs ahead), and counting it would take no backup until the clock caught up.
+    """
+    return newest is not None and period_start(policy, now) <= newest < next_period_start(
+        policy, now
+    )
 
 
 @dataclass
@@ -154,8 +160,8 @@ def decide(policy: Policy, state: State, now: datetime, node: str, jitter: bool 
 
 
 def record_success(state: State, created: datetime) -> None:
-    if state.newest is None or created > state.newest:
-        state.newest = created
+    # our own backup is the newest by the clock now, even if one dated later exists
+    state.newest = created
     state.failures = 0
     state.failed_period = None
     state.not_before = None
