@@ -19,7 +19,7 @@ import yaml
 from ..errors import UsageError
 from ..snapshot.bolt import BoltFile
 from .analyze import DEFAULT_BUDGET
-from .k8s_values import as_document, encoding_of, encrypted_marker
+from .k8s_values import as_document, checked_encoding, encrypted_marker
 from .records import TOMBSTONE, TRAILER, kv_parts, meta_compact_revision, sorted_revisions
 from .tree import find_bucket, get
 
@@ -59,7 +59,7 @@ class Extracted:
 
     @property
     def encoding(self) -> str:
-        return encoding_of(self.value)
+        return checked_encoding(self.value)
 
     def note(self) -> str:
         if self.encoding == "encrypted":

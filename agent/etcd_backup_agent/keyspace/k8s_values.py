@@ -47,6 +47,25 @@ def encoding_of(value: bytes) -> str:
     return OTHER
 
 
+def checked_encoding(value: bytes) -> str:
+    """encoding_of, but a value that only starts like JSON and is no JSON object is OTHER.
+
+    For single values shown to the operator (extract), where parsing costs nothing.
+    """
+    enc = encoding_of(value)
+    if enc == JSON and _json_object(value) is None:
+        return OTHER
+    return enc
+
+
+def _json_object(value: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(value)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 @dataclass(frozen=True)
 class EncryptedMarker:
     """What the ``k8s:enc:`` prefix says: provider, format version and key name."""
@@ -271,11 +290,8 @@ def as_document(value: bytes, keep_server_fields: bool) -> tuple[dict[str, Any],
     """
     enc = encoding_of(value)
     if enc == JSON:
-        try:
-            obj = json.loads(value)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            obj = None
-        if isinstance(obj, dict):
+        obj = _json_object(value)
+        if obj is not None:
             return (obj if keep_server_fields else strip_server_fields(obj)), ""
     if enc == PROTOBUF:
         try:
@@ -310,7 +326,7 @@ def as_document(value: bytes, keep_server_fields: bool) -> tuple[dict[str, Any],
 def _opaque(value: bytes, note: str) -> dict[str, Any]:
     return {
         "x-etcd-backup-agent": {
-            "encoding": encoding_of(value),
+            "encoding": checked_encoding(value),
             "note": note,
             "value_base64": base64.b64encode(value).decode(),
         }
