@@ -174,7 +174,9 @@ class Operations:
 
     def backup(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         if self._backup is not None:
-            return self._backup(emit)  # the daemon's backup_now keeps its own single flight
+            done = self._backup(emit)  # the daemon's backup_now keeps its own single flight
+            with self._opened_store() as store:
+                return {**done, "store": store.describe()}  # the client names the object
         with self._exclusive("back up"):
             from .etcd_source import EtcdSource
             from .pipeline import Pipeline
@@ -189,7 +191,7 @@ class Operations:
                     outcome = Pipeline(self.settings, store, progress=prog).run(source)
                 finally:
                     source.close()
-            return outcome.manifest.to_dict()
+                return {**outcome.manifest.to_dict(), "store": store.describe()}
 
     def verify(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
         identity, _ = read_identity(args)

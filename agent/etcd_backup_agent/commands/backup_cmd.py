@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..durations import format_duration
+from ..backup_report import stored_lines
 from ..errors import EXIT_OK, UsageError
 from ..etcd_source import EtcdSource
 from ..pipeline import Pipeline
@@ -78,10 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
     else:
-        print(
-            f"stored {manifest.id}: revision {manifest.revision}, {manifest.total_keys} keys, "
-            f"{manifest.db_size} bytes -> {manifest.object_size} bytes sealed "
-            f"in {format_duration(manifest.duration_seconds)}"
-        )
-        print(f"object: {store.describe().rstrip('/')}/{manifest.object}")
+        for line in stored_lines(manifest, store.describe()):
+            print(line)
     return EXIT_OK

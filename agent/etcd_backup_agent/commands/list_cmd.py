@@ -9,6 +9,7 @@ import sys
 from ..catalog import Incomplete, list_backups
 from ..errors import EXIT_OK
 from ..store import open_store
+from ..units import human_size
 from . import load_settings
 
 
@@ -30,17 +31,6 @@ def register(
         "manifests whose object is missing (incomplete)",
     )
     p.set_defaults(handler=run)
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _warn_incomplete(incomplete: tuple[Incomplete, ...]) -> None:

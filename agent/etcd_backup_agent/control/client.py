@@ -162,7 +162,7 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def show(op: str, result: Any) -> None:
     if op == "list":
-        from ..commands.list_cmd import human_size
+        from ..units import human_size
 
         # the same columns as `etcd-backup-agent list`
         rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
@@ -242,12 +242,11 @@ def show(op: str, result: Any) -> None:
             print(line)
         return
     if op == "backup" and isinstance(result, dict) and "object_size" in result:
-        print(
-            f"stored {result['id']}: revision {result['revision']}, "
-            f"{result.get('total_keys')} keys, {result['db_size']} bytes -> "
-            f"{result['object_size']} bytes sealed in {result.get('duration_seconds')} s"
-        )
-        print(f"object: {result['object']}")
+        from ..backup_report import stored_lines
+        from ..manifest import Manifest
+
+        for line in stored_lines(Manifest.from_dict(result), str(result.get("store", ""))):
+            print(line)
         return
     if op == "status" and isinstance(result, dict) and "last" in result:
         _show_status(result)
@@ -296,7 +295,7 @@ def _show_status(st: dict[str, Any]) -> None:
     store = st.get("store") or {}
     print(f"store:        {store.get('describe')} ({'up' if store.get('up') else 'DOWN'})")
     spool = st.get("spool") or {}
-    from ..commands.list_cmd import human_size
+    from ..units import human_size
 
     print(
         f"spool:        {human_size(spool.get('bytes', 0))}, {spool.get('pending_uploads', 0)} "

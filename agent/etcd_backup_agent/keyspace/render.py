@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return str(size)  # pragma: no cover
+from ..units import human_size as human
 
 
 def _table(rows: list[tuple[str, ...]], left: tuple[int, ...] = (0,)) -> list[str]:
