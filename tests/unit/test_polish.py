@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from etcd_backup_agent.keyspace.extract import Extracted
@@ -34,8 +37,6 @@ def test_inspect_prints_the_binary_units_list_prints() -> None:
 def test_backupctl_backup_prints_the_offline_backup_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from dataclasses import replace
-
     from etcd_backup_agent.control.client import show
     from tests.fake_backups import fake_manifest
 
@@ -51,3 +52,32 @@ def test_backupctl_backup_prints_the_offline_backup_line(
     # a key without the store, unlike `etcd-backup-agent backup`
     assert out[0].endswith("36.0 KiB -> 1.5 KiB sealed in 64ms"), out
     assert out[1] == f"object: s3://bucket/prefix/{m.object}"
+
+
+def _db(path: Path, keys: list[bytes]) -> Path:
+    from tests.boltwriter import build_db
+    from tests.unit.test_keyspace import _kv, _revkey
+
+    items = {_revkey(rev, False): _kv(k, b"v" * 10) for rev, k in enumerate(keys, 1)}
+    path.write_bytes(build_db({b"key": items, b"meta": {}})[0])
+    return path
+
+
+def test_the_agents_own_lock_key_is_not_in_the_figures_nor_the_diff(tmp_path: Path) -> None:
+    from etcd_backup_agent.config import CoordinationSettings, Settings
+    from etcd_backup_agent.keyspace import ops
+
+    settings = Settings(coordination=CoordinationSettings(lock_prefix="/backup-locks/"))
+    (tmp_path / "w").mkdir()
+    settings = replace(settings, inspect=replace(settings.inspect, work_dir=tmp_path / "w"))
+    cm = b"/registry/configmaps/ns/cm"
+    offline = _db(tmp_path / "a", [cm])
+    online = _db(tmp_path / "b", [cm, b"/backup-locks/prod", b"/backup-locksmith"])
+    report = ops.inspect_path(settings, online, 5)
+    # before: the lock key counted as one (non-kubernetes) object
+    others = [r for r in report.resources if r.resource == "(non-kubernetes)"]
+    assert [r.objects for r in others] == [1]  # /backup-locksmith: not under the prefix
+    assert report.objects == 2
+    d = ops.diff_paths(settings, offline, online, max_changes=10)
+    # before: the lock key was listed as added
+    assert [c.key for c in d.changes] == ["/backup-locksmith"] and d.unchanged == 1

@@ -42,6 +42,8 @@ class Options:
     top_namespaces: int = 10
     memory_budget: int = DEFAULT_BUDGET
     work_dir: Path | None = None
+    exclude: tuple[bytes, ...] = ()
+    """Key prefixes left out of every figure (the agent's own lock keys)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
     ns_objects = ns_bytes = 0
     tail = TRAILER
     encodings = ENCODINGS
+    exclude = options.exclude
     with sorted_revisions(db, work_dir, options.memory_budget) as (groups, info, markers, sorter):
         last_head = b"\x01"
         cacheable = False
@@ -202,6 +205,8 @@ def analyze(db: BoltFile, options: Options = Options()) -> KeyspaceReport:
             key = first[: -tail - 2]
             if b"\x00" in key:
                 key = key.replace(b"\x00\xff", b"\x00")
+            if exclude and key.startswith(exclude):
+                continue
             # neighbours in key order share their parent path: classify it once
             head = key[: key.rfind(b"/") + 1]
             if head != last_head or not cacheable:

@@ -60,12 +60,17 @@ class DiffReport:
         return asdict(self)
 
 
-def _latest(groups: Iterator[list[bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    """(key part, latest record) of every key whose latest revision is not a tombstone."""
+def _latest(
+    groups: Iterator[list[bytes]], exclude: tuple[bytes, ...]
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key part, latest record) of every key whose latest revision is not a tombstone,
+    but for keys under ``exclude`` (prefixes without a NUL byte: the key part escapes NULs)."""
     for group in groups:
         last = group[-1]
         if not last[-_TAIL + 17] & TOMBSTONE:
-            yield last[:-_TAIL], last
+            part = last[:-_TAIL]
+            if not (exclude and part.startswith(exclude)):
+                yield part, last
 
 
 def diff_files(
@@ -75,8 +80,9 @@ def diff_files(
     work_dir: Path | None = None,
     budget: int = DEFAULT_BUDGET,
     max_changes: int = 1000,
+    exclude: tuple[bytes, ...] = (),
 ) -> DiffReport:
-    """Diff snapshot ``a`` (older) against ``b`` (newer)."""
+    """Diff snapshot ``a`` (older) against ``b`` (newer), keys under ``exclude`` left out."""
     from .records import default_work_dir
 
     pfx = normalize_prefixes(prefixes)
@@ -108,7 +114,7 @@ def diff_files(
         dbb = stack.enter_context(BoltFile(b))
         ga, _, _, _ = stack.enter_context(sorted_revisions(dba, work, budget // 2, hashed=True))
         gb, _, _, _ = stack.enter_context(sorted_revisions(dbb, work, budget // 2, hashed=True))
-        ita, itb = _latest(ga), _latest(gb)
+        ita, itb = _latest(ga, exclude), _latest(gb, exclude)
         xa, xb = next(ita, None), next(itb, None)
         while xa is not None or xb is not None:
             if xb is None or (xa is not None and xa[0] < xb[0]):

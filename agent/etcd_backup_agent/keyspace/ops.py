@@ -45,7 +45,15 @@ def options(settings: Settings, top_objects: int | None = None) -> Options:
         top_namespaces=ins.top_namespaces,
         memory_budget=ins.memory_budget,
         work_dir=work_dir(settings),
+        exclude=excluded(settings),
     )
+
+
+def excluded(settings: Settings) -> tuple[bytes, ...]:
+    """The agent's own keys (its locks, under [coordination] lock_prefix): not the cluster's
+    data, and present only in backups taken online, so a diff would list them as added."""
+    prefix = settings.coordination.lock_prefix.rstrip("/") + "/"
+    return (prefix.encode(),)
 
 
 @contextlib.contextmanager
@@ -104,7 +112,13 @@ def diff_paths(settings: Settings, a: Path, b: Path, max_changes: int) -> DiffRe
     ins = settings.inspect
     with _readable(a, b):
         return diff_files(
-            a, b, ins.prefixes, work_dir(settings), ins.memory_budget, max_changes=max_changes
+            a,
+            b,
+            ins.prefixes,
+            work_dir(settings),
+            ins.memory_budget,
+            max_changes=max_changes,
+            exclude=excluded(settings),
         )
 
 
