@@ -606,10 +606,13 @@ def _bundle(s: _Section) -> BundleSettings:
     for p in (*paths, *([data_dir] if data_dir else [])):
         if not p.startswith("/"):
             s.problem("paths" if p in paths else "data_dir", f"expected absolute paths, got {p!r}")
+    root = s.path_("root", Path("/")) or Path("/")
+    if not root.is_dir():  # else every path is "missing" and the bundle silently off
+        s.problem("root", f"directory {str(root)!r} does not exist")
     settings = BundleSettings(
         enabled=enabled,
         layout=layout,
-        root=s.path_("root", Path("/")) or Path("/"),
+        root=root,
         data_dir=data_dir,
         paths=paths,
         exclude=s.str_list("exclude", ()),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from etcd_backup_agent.config import Settings
 from etcd_backup_agent.keyspace.extract import Extracted
 from etcd_backup_agent.keyspace.k8s_values import as_document
 
@@ -81,3 +82,74 @@ def test_the_agents_own_lock_key_is_not_in_the_figures_nor_the_diff(tmp_path: Pa
     d = ops.diff_paths(settings, offline, online, max_changes=10)
     # before: the lock key was listed as added
     assert [c.key for c in d.changes] == ["/backup-locksmith"] and d.unchanged == 1
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def info(self, event: str, **kw: object) -> None:
+        self.lines.append(("info", event, kw))
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.lines.append(("warning", event, kw))
+
+    def error(self, event: str, **kw: object) -> None:
+        self.lines.append(("error", event, kw))
+
+
+def _bundle_settings(tmp_path: Path, **bundle: object) -> Settings:
+    from etcd_backup_agent.config import BundleSettings
+
+    return Settings(bundle=BundleSettings(**bundle))  # type: ignore[arg-type]
+
+
+def test_an_explicit_layout_with_nothing_on_disk_is_a_failed_bundle(tmp_path: Path) -> None:
+    from etcd_backup_agent.bundle.attach import build_record
+    from tests.fake_backups import fake_manifest
+
+    root = tmp_path / "root"
+    root.mkdir()
+    m = fake_manifest("2026-01-01T00:00:00")
+    log = _Log()
+    got = build_record(_bundle_settings(tmp_path, layout="k3s", root=root), m, tmp_path, log)
+    # before: status ok with 0 files, warnings only
+    assert got.bundle is not None and got.bundle.status == "failed"
+    assert "layout = 'k3s'" in got.bundle.error and "server/token" in got.bundle.error
+    assert [e for e in log.lines if e[0] == "error"]
+    # auto-detection finding nothing stays "no bundle", not a failure
+    auto = build_record(_bundle_settings(tmp_path, root=root), m, tmp_path, _Log())
+    assert auto.bundle is None
+
+
+def test_max_bytes_is_the_only_cause_logged(tmp_path: Path) -> None:
+    from etcd_backup_agent.bundle.attach import build_record
+    from tests.fake_backups import fake_manifest
+
+    root = tmp_path / "root"
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    (root / "etc/kubernetes/pki/ca.key").write_bytes(b"K" * 100)
+    (root / "etc/kubernetes/manifests").mkdir(parents=True)
+    (root / "etc/kubernetes/enc.yaml").write_bytes(b"kind: EncryptionConfiguration\n")
+    (root / "etc/kubernetes/manifests/kube-apiserver.yaml").write_text(
+        "spec:\n  containers:\n  - command:\n"
+        "    - --encryption-provider-config=/etc/kubernetes/enc.yaml\n"
+    )
+    log = _Log()
+    s = _bundle_settings(tmp_path, layout="kubeadm", root=root, max_bytes=10)
+    got = build_record(s, fake_manifest("2026-01-01T00:00:00"), tmp_path, log)
+    assert got.bundle is not None and got.bundle.status == "failed"
+    assert "max_bytes" in got.bundle.error
+    # before: also "kube-apiserver encrypts Secrets with ..., which the bundle could not read"
+    assert not [e for e in log.lines if "could not read" in str(e)]
+    assert not [w for w in got.bundle.warnings if "could not read" in w]
+
+
+def test_config_check_names_a_bundle_root_that_does_not_exist(tmp_path: Path) -> None:
+    from etcd_backup_agent.config import ConfigError, from_dict
+
+    base = {"encryption": {"recipients": ["age1" + "q" * 58]}}
+    with pytest.raises(ConfigError) as err:
+        from_dict(base | {"bundle": {"root": str(tmp_path / "nope")}})
+    assert any("bundle.root: directory" in p and "does not exist" in p for p in err.value.problems)
+    assert from_dict(base | {"bundle": {"root": str(tmp_path)}}).bundle.root == tmp_path

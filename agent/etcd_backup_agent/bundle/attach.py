@@ -20,7 +20,7 @@ from ..errors import AgentError, Cancelled, StoreError
 from ..manifest import Manifest
 from ..store.base import Store
 from .collect import collect, holds_file
-from .layout import enabled, plan, resolve_layout
+from .layout import enabled, missing_layout, plan, resolve_layout
 from .record import BUNDLE_SUFFIX, ENCRYPTION_WARNING, FAILED, OK, BundleRecord, bundle_key
 from .tarball import seal_bundle
 
@@ -40,7 +40,9 @@ def build_record(settings: Settings, manifest: Manifest, pending_dir: Path, log:
     coll = collect(cfg.root, what.paths, cfg.exclude, cfg.max_bytes)
     warnings = list(what.notes) + list(coll.warnings)
     saved = bool(what.encryption_config) and holds_file(coll, what.encryption_config)
-    if what.encryption_config and not saved:
+    errors = [e for e in (missing_layout(cfg, what),) if e] + list(coll.errors)
+    # after an error the bundle is not stored at all: the error is the cause, not the config
+    if what.encryption_config and not saved and not errors:
         warnings.append(
             f"kube-apiserver encrypts Secrets with {what.encryption_config}, which the bundle "
             f"could not read: {ENCRYPTION_WARNING}"
@@ -54,10 +56,8 @@ def build_record(settings: Settings, manifest: Manifest, pending_dir: Path, log:
     )
     for w in warnings:
         log.warning("bundle warning", warning=w, id=manifest.id)
-    if coll.errors:
-        error = coll.errors[0] + (
-            f" (and {len(coll.errors) - 1} more)" if len(coll.errors) > 1 else ""
-        )
+    if errors:
+        error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         log.error("bundle failed; the snapshot is stored without it", error=error, id=manifest.id)
         return replace(manifest, bundle=replace(record, error=error))
     dst = pending_path(pending_dir, manifest.id)

@@ -30,6 +30,7 @@ class Plan:
     paths: tuple[str, ...]
     encryption_config: str = ""  # named by kube-apiserver (kubeadm) or the k3s/RKE2 default
     notes: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()  # the layout's own paths: none on disk, no such layout here
 
 
 def on_node(root: Path, path: str) -> Path:
@@ -101,7 +102,8 @@ def plan(settings: BundleSettings, layout: str) -> Plan:
                 enc = value
             if not any(_within(value, p) for p in paths):
                 paths.append(value)
-        return Plan(layout, _unique((*paths, *extra)), enc, tuple(notes))
+        base = (KUBEADM_PKI, KUBEADM_MANIFESTS)
+        return Plan(layout, _unique((*paths, *extra)), enc, tuple(notes), base)
     if layout in RANCHER:
         data = settings.data_dir or RANCHER[layout]
         enc = f"{data}/server/cred/encryption-config.json"
@@ -109,8 +111,24 @@ def plan(settings: BundleSettings, layout: str) -> Plan:
         node_enc = on_node(settings.root, enc)
         exists = node_enc.exists() or node_enc.is_symlink()
         paths = [f"{data}/server/token", f"{data}/server/tls", *([enc] if exists else [])]
-        return Plan(layout, _unique((*paths, *extra)), enc if exists else "")
+        base = (f"{data}/server/token", f"{data}/server/tls")
+        return Plan(layout, _unique((*paths, *extra)), enc if exists else "", (), base)
     return Plan(layout, _unique(extra))
+
+
+def missing_layout(settings: BundleSettings, what: Plan) -> str:
+    """Why an explicitly configured layout is not on this node ("" when it is, or when the
+    layout was detected): none of its own paths exist under the root."""
+    if settings.layout == "auto" or not what.required:
+        return ""
+    for path in what.required:
+        node = on_node(settings.root, path)
+        if node.exists() or node.is_symlink():
+            return ""
+    return (
+        f"[bundle] layout = {what.layout!r}, but none of its files exist under "
+        f"{settings.root}: {', '.join(what.required)}"
+    )
 
 
 def _within(path: str, root: str) -> bool:
