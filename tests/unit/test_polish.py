@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,27 @@ def test_config_check_names_a_bundle_root_that_does_not_exist(tmp_path: Path) ->
         from_dict(base | {"bundle": {"root": str(tmp_path / "nope")}})
     assert any("bundle.root: directory" in p and "does not exist" in p for p in err.value.problems)
     assert from_dict(base | {"bundle": {"root": str(tmp_path)}}).bundle.root == tmp_path
+
+
+class _NoStore:
+    """A store that must not be touched."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the store was used ({name}) before the target was checked")
+
+
+def test_bundle_extract_checks_the_target_before_fetching(tmp_path: Path) -> None:
+    from etcd_backup_agent.bundle.ops import bundle_extract
+    from etcd_backup_agent.errors import RestoreError, UsageError
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("mine")
+    store: Any = _NoStore()
+    with pytest.raises(RestoreError, match="not empty"):
+        bundle_extract(Settings(), store, "latest", "AGE-SECRET-KEY-1X", full, lambda e: None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RestoreError, match="not a directory"):
+        bundle_extract(Settings(), store, "latest", "k", tmp_path / "file", lambda e: None)
+    with pytest.raises(UsageError, match="absolute"):
+        bundle_extract(Settings(), store, "latest", "k", Path("rel"), lambda e: None)

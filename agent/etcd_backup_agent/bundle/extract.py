@@ -103,12 +103,17 @@ def read_members(tar_bytes: bytes) -> list[Member]:
     return members
 
 
-def extract(members: list[Member], dest: Path, chown: bool) -> list[str]:
-    """Write ``members`` under ``dest`` (which must not exist, or be an empty directory)."""
+def check_target(dest: Path) -> None:
+    """Raise unless ``dest`` does not exist or is an empty directory (before any download)."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise RestoreError(f"{dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()):
         raise RestoreError(f"{dest} is not empty; bundle extract never overwrites: use a new dir")
+
+
+def extract(members: list[Member], dest: Path, chown: bool) -> list[str]:
+    """Write ``members`` under ``dest`` (which must not exist, or be an empty directory)."""
+    check_target(dest)
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = dest.resolve()
     written: list[str] = []

@@ -16,7 +16,7 @@ from ..manifest import Manifest
 from ..store.base import Store
 from ..swap import ETCD_MANIFEST
 from .check import open_bundle, record_of
-from .extract import extract
+from .extract import check_target, extract
 from .install import apply_install, aside_dir_for, plan_install
 
 Emit = Callable[[dict[str, Any]], None]
@@ -42,6 +42,7 @@ def bundle_extract(
     """Check the bundle of ``backup`` end to end, then write it under ``to``."""
     if not to.is_absolute():
         raise UsageError("the extract directory must be an absolute path")
+    check_target(to)  # before the download, not after
     m = resolve(settings, store, backup)
     rec = record_of(m)
     emit({"event": "log", "level": "info", "message": f"fetching {rec.object}"})
