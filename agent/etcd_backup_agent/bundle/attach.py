@@ -19,7 +19,7 @@ from ..config import Settings
 from ..errors import AgentError, Cancelled, StoreError
 from ..manifest import Manifest
 from ..store.base import Store
-from .collect import collect, holds_file
+from .collect import MAX_BYTES_ERROR, collect, holds_file
 from .layout import enabled, missing_layout, plan, resolve_layout
 from .record import BUNDLE_SUFFIX, ENCRYPTION_WARNING, FAILED, OK, BundleRecord, bundle_key
 from .tarball import seal_bundle
@@ -41,8 +41,9 @@ def build_record(settings: Settings, manifest: Manifest, pending_dir: Path, log:
     warnings = list(what.notes) + list(coll.warnings)
     saved = bool(what.encryption_config) and holds_file(coll, what.encryption_config)
     errors = [e for e in (missing_layout(cfg, what),) if e] + list(coll.errors)
-    # after an error the bundle is not stored at all: the error is the cause, not the config
-    if what.encryption_config and not saved and not errors:
+    # past max_bytes nothing more is read: that is the cause, not an unreadable config
+    over = any(MAX_BYTES_ERROR in e for e in errors)
+    if what.encryption_config and not saved and not over:
         warnings.append(
             f"kube-apiserver encrypts Secrets with {what.encryption_config}, which the bundle "
             f"could not read: {ENCRYPTION_WARNING}"

@@ -19,6 +19,8 @@ from pathlib import Path
 from .layout import on_node
 from .record import BundleFile
 
+MAX_BYTES_ERROR = "the bundle would exceed [bundle] max_bytes"
+
 
 @dataclass(frozen=True)
 class Item:
@@ -138,9 +140,7 @@ class _Walker:
         finally:
             os.close(fd)
         if size > budget:
-            self.errors.append(
-                f"{path}: the bundle would exceed [bundle] max_bytes ({self.max_bytes} bytes)"
-            )
+            self.errors.append(f"{path}: {MAX_BYTES_ERROR} ({self.max_bytes} bytes)")
             return None
         self.read += size
         return b"".join(chunks)
