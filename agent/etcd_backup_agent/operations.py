@@ -409,9 +409,10 @@ class Operations:
             return bundle_list(self.settings, store, str(args["backup"]))
 
     def bundle_extract(self, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        from .bundle.ops import bundle_extract
+        # the checked tar, written by the caller (bundle/ops.py: write_fetched), so the
+        # daemon never writes where a socket client names
+        from .bundle.ops import bundle_fetch
 
         identity, _ = read_identity(args)
-        to = Path(str(args["to"]))
         with self._exclusive("extract a bundle"), self._opened_store() as store:
-            return bundle_extract(self.settings, store, str(args["backup"]), identity, to, emit)
+            return bundle_fetch(self.settings, store, str(args["backup"]), identity, emit)

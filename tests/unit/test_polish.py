@@ -178,3 +178,41 @@ def test_bundle_extract_checks_the_target_before_fetching(tmp_path: Path) -> Non
         bundle_extract(Settings(), store, "latest", "k", tmp_path / "file", lambda e: None)
     with pytest.raises(UsageError, match="absolute"):
         bundle_extract(Settings(), store, "latest", "k", Path("rel"), lambda e: None)
+
+
+def test_the_daemon_takes_no_extract_directory_and_the_client_checks_the_tar(
+    tmp_path: Path,
+) -> None:
+    import base64
+    import io
+    import json
+    import tarfile
+
+    from etcd_backup_agent.bundle.ops import write_fetched
+    from etcd_backup_agent.control.protocol import ProtocolError, parse_request
+    from etcd_backup_agent.errors import RestoreError
+
+    def line(args: dict[str, object]) -> bytes:
+        return json.dumps({"v": 1, "op": "bundle_extract", "args": args}).encode()
+
+    # before: the daemon (root) wrote into whatever "to" a socket client named
+    with pytest.raises(ProtocolError, match="unknown argument 'to'"):
+        parse_request(line({"backup": "latest", "identity": "k", "to": "/etc/x"}))
+    assert parse_request(line({"backup": "latest", "identity": "k"})).op == "bundle_extract"
+
+    def tar_of(name: str, data: bytes) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o640
+            t.addfile(info, io.BytesIO(data))
+        return base64.b64encode(buf.getvalue()).decode()
+
+    reply = {"backup": "b1", "tar_base64": tar_of("etc/k/ca.key", b"KEY"), "warnings": []}
+    done = write_fetched(reply, tmp_path / "out")
+    assert done["written"] == ["etc/k/ca.key"] and done["to"] == str(tmp_path / "out")
+    assert (tmp_path / "out/etc/k/ca.key").read_bytes() == b"KEY"
+    bad = reply | {"tar_base64": tar_of("../escape", b"x")}
+    with pytest.raises(RestoreError, match=r"'\.\.' in the name"):
+        write_fetched(bad, tmp_path / "out2")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out2").exists()

@@ -72,6 +72,13 @@ def compare(members: list[Member], files: tuple[BundleFile, ...]) -> list[str]:
 
 def open_bundle(store: Store, manifest: Manifest, identity_text: str) -> list[Member]:
     """Fetch, check, decrypt and parse the bundle of ``manifest``; raise on any mismatch."""
+    return open_bundle_tar(store, manifest, identity_text)[1]
+
+
+def open_bundle_tar(
+    store: Store, manifest: Manifest, identity_text: str
+) -> tuple[bytes, list[Member]]:
+    """open_bundle, with the checked tar itself (for a client that writes the files)."""
     rec = record_of(manifest)
     sealed = fetch_sealed(store, rec)
     tar = unseal_bundle(sealed, identity_text, rec.tar_size)
@@ -85,7 +92,7 @@ def open_bundle(store: Store, manifest: Manifest, identity_text: str) -> list[Me
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             problems,
         )
-    return members
+    return tar, members
 
 
 def verify_bundle(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 from collections.abc import Callable
@@ -11,12 +12,12 @@ from typing import Any
 
 from ..catalog import find_backup, list_backups
 from ..config import Settings
-from ..errors import StoreError, UsageError
+from ..errors import RestoreError, StoreError, UsageError
 from ..manifest import Manifest
 from ..store.base import Store
 from ..swap import ETCD_MANIFEST
-from .check import open_bundle, record_of
-from .extract import check_target, extract
+from .check import open_bundle, open_bundle_tar, record_of
+from .extract import check_target, extract, read_members
 from .install import apply_install, aside_dir_for, plan_install
 
 Emit = Callable[[dict[str, Any]], None]
@@ -39,23 +40,48 @@ def bundle_list(settings: Settings, store: Store, backup: str) -> dict[str, Any]
 def bundle_extract(
     settings: Settings, store: Store, backup: str, identity_text: str, to: Path, emit: Emit
 ) -> dict[str, Any]:
-    """Check the bundle of ``backup`` end to end, then write it under ``to``."""
+    """Check the bundle of ``backup`` end to end, then write it under ``to`` (this process)."""
     if not to.is_absolute():
         raise UsageError("the extract directory must be an absolute path")
     check_target(to)  # before the download, not after
+    return write_fetched(bundle_fetch(settings, store, backup, identity_text, emit), to)
+
+
+def bundle_fetch(
+    settings: Settings, store: Store, backup: str, identity_text: str, emit: Emit
+) -> dict[str, Any]:
+    """The checked bundle tar of ``backup`` (base64): what the socket replies, so that the
+    client writes the files as its own user, where it can (the daemon writes nothing)."""
     m = resolve(settings, store, backup)
     rec = record_of(m)
     emit({"event": "log", "level": "info", "message": f"fetching {rec.object}"})
-    members = open_bundle(store, m, identity_text)
-    owners = os.geteuid() == 0
-    written = extract(members, to, chown=owners)
+    tar, _ = open_bundle_tar(store, m, identity_text)
     return {
         "backup": m.id,
+        "tar_base64": base64.b64encode(tar).decode(),
+        "warnings": list(rec.warnings),
+    }
+
+
+def write_fetched(fetched: dict[str, Any], to: Path) -> dict[str, Any]:
+    """Write a bundle_fetch reply under ``to``; the members are checked again here."""
+    try:
+        tar = base64.b64decode(fetched["tar_base64"], validate=True)
+        backup, warnings = str(fetched["backup"]), [str(w) for w in fetched["warnings"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RestoreError(f"unexpected bundle reply: {exc}") from None
+    owners = os.geteuid() == 0
+    try:
+        written = extract(read_members(tar), to, chown=owners)
+    except OSError as exc:
+        raise RestoreError(f"writing the bundle under {to}: {exc}") from None
+    return {
+        "backup": backup,
         "to": str(to),
         "files": len(written),
         "owners": owners,
         "written": written,
-        "warnings": list(rec.warnings),
+        "warnings": warnings,
     }
 
 

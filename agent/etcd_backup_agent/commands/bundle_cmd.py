@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
@@ -62,6 +63,21 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    request = {"backup": args.backup, "to": str(args.to.absolute())}
-    run_offline(args, "bundle_extract", request | identity_args(args.identity))
+    from ..bundle.extract import check_target
+    from ..bundle.ops import write_fetched
+    from ..control.client import Progress
+    from ..operations import Operations
+    from . import load_settings
+    from .restore_cmd import print_result
+
+    to = args.to.absolute()
+    check_target(to)  # before the download, not after
+    settings = load_settings(args)
+    progress = Progress(sys.stderr, quiet=args.json)
+    request = {"backup": args.backup} | identity_args(args.identity)
+    try:
+        fetched = Operations(settings).dispatch("bundle_extract", request, progress)
+    finally:
+        progress.clear()
+    print_result("bundle_extract", write_fetched(fetched, to), args.json)
     return EXIT_OK

@@ -415,8 +415,10 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
     elif ns.op in ("bundle_list", "bundle_extract"):
         args["backup"] = ns.backup
         if ns.op == "bundle_extract":
+            from ..bundle.extract import check_target
+
+            check_target(Path(ns.to).absolute())  # before the download, not after
             _identity(ns.identity, args)
-            args["to"] = str(Path(ns.to).absolute())
     elif ns.op in ("verify", "restore", "drill"):
         args["backup"] = ns.backup
         if ns.identity:
@@ -504,6 +506,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: talking to {path}: {exc}\n")
         return EXIT_FAILURE
     progress.clear()
+    if ns.op == "bundle_extract" and reply.get("ok"):
+        # the daemon sends the checked tar: this process writes it, as the caller's user
+        from ..bundle.ops import write_fetched
+
+        try:
+            reply["result"] = write_fetched(reply.get("result") or {}, Path(ns.to).absolute())
+        except AgentError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return exc.exit_code
     if ns.json:
         sys.stdout.write(json.dumps(reply, indent=2) + "\n")
     if not reply.get("ok"):

@@ -66,7 +66,6 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "backup": ((str,), True),
         "identity_file": ((str,), False),
         "identity": ((str,), False),
-        "to": ((str,), True),
     },
 }
 SCHEMAS.update(KEYSPACE_SCHEMAS)  # inspect, diff, extract: keyspace/requests.py
