@@ -22,6 +22,7 @@ def test_a_brace_that_is_not_json_is_reported_as_other() -> None:
     ex = Extracted(b"/registry/x/y", 3, value)
     assert ex.encoding == "other"
     assert ex.to_dict()["encoding"] == "other"
+    assert "neither JSON nor protobuf" in ex.note()
     # a JSON value that is not an object is not a Kubernetes object either
     assert Extracted(b"/k", 3, b"{}").encoding == "json"
     assert Extracted(b"/k", 3, b'{"a": [1,').encoding == "other"

@@ -71,6 +71,8 @@ class Extracted:
             )
         if self.encoding == "protobuf":
             return "protobuf: envelope and metadata decoded, the rest kept as raw protobuf"
+        if self.encoding == "other":
+            return "not a Kubernetes object (neither JSON nor protobuf): kept as raw bytes"
         return ""
 
     def to_dict(self) -> dict[str, Any]:
