@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import scratch
 from ..control.client import Progress, show
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..operations import Operations
+from ..restore import work_root
 from ..swap import LAYOUTS, RESET_LAYOUTS
 from . import load_settings
 
@@ -107,6 +109,7 @@ def print_result(op: str, result: Any, as_json: bool) -> None:
 def run_offline(args: argparse.Namespace, op: str, request: dict[str, Any]) -> Any:
     """Run ``op`` in this process (no daemon), with progress on stderr; print its result."""
     settings = load_settings(args)
+    scratch.sweep(work_root(settings))  # what a killed restore, drill or verify left
     progress = Progress(sys.stderr, quiet=args.json)
     try:
         result = Operations(settings).dispatch(op, request, progress)
