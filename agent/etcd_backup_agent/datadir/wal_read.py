@@ -201,6 +201,12 @@ def _records(path: Path, crc: int, first: int) -> tuple[list[Record], int]:
                     f"{where}: length field {length_field:#018x} says "
                     f"{rec_bytes} bytes + {pad} padding; {size - off - FRAME} bytes remain"
                 )
+            if pad != (8 - rec_bytes % 8) % 8:
+                # etcd's decoder would still read it; its encoder never writes it
+                raise WalError(
+                    f"{where}: length field {length_field:#018x} gives {pad} padding bytes "
+                    f"for a {rec_bytes}-byte record; etcd pads to 8 bytes"
+                )
             body = f.read(rec_bytes + pad)
             if len(body) < rec_bytes + pad:
                 raise WalError(f"{where}: record cut short")
