@@ -89,9 +89,12 @@ def register(
     d = sub.add_parser(
         "drill",
         parents=[common],
-        help="restore drill: start a throwaway etcd from a backup and compare",
-        description="Restore a backup into a temporary dir, start a throwaway etcd on "
-        "loopback, compare revision and key count with the manifest, clean up.",
+        help="restore drill: restore a backup, read it back, serve it with etcd if present",
+        description="Restore a backup into a private temporary dir and read every file "
+        "written back natively (db, WAL, snap file, members, revision and key count against "
+        "the manifest): a native drill, no etcd binary needed. When [drill] etcd is found, "
+        "also start a throwaway etcd on loopback and read the keys back: a full drill. "
+        "Everything is removed afterwards.",
     )
     d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
     d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
@@ -159,6 +162,7 @@ def run_restore(args: argparse.Namespace) -> int:
 def run_drill(args: argparse.Namespace) -> int:
     result = run_offline(args, "drill", {"backup": args.backup} | identity_args(args.identity))
     if result.get("result") != "success":
-        sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
+        step = f" at {result['step']}" if result.get("step") else ""
+        sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")
         return EXIT_FAILURE
     return EXIT_OK
