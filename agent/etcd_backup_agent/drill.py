@@ -297,9 +297,13 @@ def restore_scratch(snapshot: Path, spec: MemberSpec, settings: Settings, emit: 
     return f"etcdutl {etcdutl.version_text}"
 
 
-def _source_db(snapshot: Path) -> DbContents:
+def _rules(manifest: Manifest) -> str:
+    return "3.6" if manifest.status_rules == "3.6" else "3.5"
+
+
+def _source_db(snapshot: Path, rules: str) -> DbContents:
     try:
-        db = read_db(snapshot)
+        db = read_db(snapshot, rules)
     except DbReadError as exc:
         raise VerificationError(f"snapshot: {exc}") from None
     if db.problems:
@@ -307,27 +311,29 @@ def _source_db(snapshot: Path) -> DbContents:
     return db
 
 
-def _check_key_count(readback_db: DbContents, source: DbContents, manifest: Manifest) -> str:
+def _check_key_count(restored: DbContents, source: DbContents, manifest: Manifest) -> str:
     """The restored db's key count, under the manifest's rules, against the manifest."""
     if manifest.total_keys is None:
         return "manifest has no key count"
-
-    def kept(db: DbContents) -> int:
-        return db.status.total_key - sum(b.pairs for b in db.buckets if b.name in REWRITTEN)
-
+    rules = _rules(manifest)
     if source.status.total_key != manifest.total_keys:
         raise VerificationError(
-            f"snapshot holds {source.status.total_key} bbolt pairs, manifest says "
+            f"snapshot key count {source.status.total_key} ({rules} rules), manifest says "
             f"{manifest.total_keys}"
         )
-    if kept(readback_db) != kept(source):
+    kept, want = restored.pairs_outside(REWRITTEN), source.pairs_outside(REWRITTEN)
+    if kept != want:
         raise VerificationError(
-            f"restored db holds {kept(readback_db)} pairs outside the membership buckets, the "
-            f"snapshot {kept(source)} (manifest key count {manifest.total_keys})"
+            f"restored db holds {kept} pairs outside the membership buckets, the snapshot {want}"
+        )
+    if rules == "3.6" and restored.status.total_key != manifest.total_keys:
+        raise VerificationError(
+            f"restored db has {restored.status.total_key} live keys, manifest says "
+            f"{manifest.total_keys} (3.6 rules)"
         )
     return (
-        f"key count: manifest {manifest.total_keys} == snapshot; restored db keeps all "
-        f"{kept(source)} pairs outside the membership buckets"
+        f"key count: manifest {manifest.total_keys} ({rules} rules) == snapshot; the restored "
+        f"db keeps all {want} pairs outside the membership buckets"
     )
 
 
@@ -359,7 +365,7 @@ def drill_plaintext(
             verify_against_manifest(snapshot_path, manifest)
             report.checks.append("sha256 and native verification match the manifest")
         report.step = "read snapshot"
-        source_db = _source_db(snapshot_path)
+        source_db = _source_db(snapshot_path, _rules(manifest))
         with scratch_dir(settings, "drill-") as scratch:
             peer = f"http://{LOOPBACK}:{_free_port()}"
             spec = MemberSpec(
@@ -378,6 +384,7 @@ def drill_plaintext(
                 members=((spec.name, (peer,)),),
                 token=spec.initial_cluster_token,
                 revision=manifest.revision,
+                rules=_rules(manifest),
             )
             back = read_back(spec.data_dir, want, source_db)
             report.checks += list(back.checks)

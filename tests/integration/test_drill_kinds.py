@@ -399,3 +399,54 @@ def test_a_live_scratch_dir_is_never_swept(tmp_path: Path) -> None:
         if holder.poll() is None:
             holder.kill()
             holder.wait(timeout=30)
+
+
+# --- etcd 3.6 snapshots --------------------------------------------------------------
+
+
+def test_native_drill_of_an_etcd36_snapshot(backed: Backed, tmp_path: Path) -> None:
+    """A 3.6-style snapshot (``meta/storageVersion``; no 3.6 binary here) with a manifest
+    under 3.6 status rules, where the key count is the live key count."""
+    import dataclasses
+    import hashlib
+
+    from etcd_backup_agent.datadir.bolt_write import BoltWriter
+    from etcd_backup_agent.manifest import Manifest
+    from etcd_backup_agent.seal import unseal_stream
+    from etcd_backup_agent.snapshot.status import compute_status
+
+    (mpath,) = backed.store.glob("test/*.json")
+    manifest = Manifest.from_json(mpath.read_bytes())
+    plain = tmp_path / "plain.db"
+    with (backed.store / manifest.object).open("rb") as src:
+        unseal_stream(src, plain, backed.identity.read_text())
+    snap = tmp_path / "etcd36.db"
+    snap.write_bytes(plain.read_bytes()[:-32])
+    with BoltWriter(snap) as db:
+        tx = db.begin()
+        meta = tx.bucket(b"meta")
+        assert meta is not None
+        meta.put(b"storageVersion", b"3.6.0")
+        tx.commit()
+        db.sync()
+    data = snap.read_bytes()
+    snap.write_bytes(data + hashlib.sha256(data).digest())
+    status = compute_status(snap, "3.6")
+    assert status.total_key == len(backed.written)  # 3.6 rules: live keys
+    m36 = dataclasses.replace(
+        manifest,
+        status_rules="3.6",
+        total_keys=status.total_key,
+        hash=status.hash,
+        db_size=len(data),
+        snapshot_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    cfg = _config(tmp_path / "agent", backed.store, backed.recipient, etcd="etcd-not-here")
+    report = drill_mod.drill_plaintext(snap, m36, config_mod.load(cfg))
+    assert report.result == "success" and report.kind == "native", report
+    assert any("(3.6 rules)" in c for c in report.checks)
+    # the same snapshot judged by a manifest that counts one key more fails
+    bad = dataclasses.replace(m36, total_keys=status.total_key + 1)
+    report = drill_mod.drill_plaintext(snap, bad, config_mod.load(cfg), verify=False)
+    assert report.result == "failure" and report.step == "read back", report
+    assert "manifest says" in str(report.error)

@@ -59,6 +59,10 @@ class DbContents:
     def bucket(self, name: bytes) -> BucketDigest | None:
         return next((b for b in self.buckets if b.name == name), None)
 
+    def pairs_outside(self, names: tuple[bytes, ...]) -> int:
+        """The k/v pairs of every bucket but ``names`` (whatever the status rules)."""
+        return sum(b.pairs for b in self.buckets if b.name not in names)
+
 
 class _Sink:
     """Feeds the status sink and keeps per-bucket digests and the captured buckets."""

@@ -39,6 +39,7 @@ class Want:
     members: tuple[tuple[str, tuple[str, ...]], ...]
     token: str
     revision: int
+    rules: str = "3.5"  # the status rules the db's key count is computed under
 
     def ids(self) -> dict[int, tuple[str, tuple[str, ...]]]:
         return {member_id(urls, self.token): (n, urls) for n, urls in self.members}
@@ -70,7 +71,7 @@ def _fail(what: str) -> ReadbackError:
 
 def check_db(db_path: Path, want: Want, source: DbContents, ids: list[int]) -> DbContents:
     try:
-        db = read_db(db_path)
+        db = read_db(db_path, want.rules)
     except DbReadError as exc:
         raise _fail(f"member/snap/db: {exc}") from None
     if db.problems:
