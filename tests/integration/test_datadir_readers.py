@@ -312,3 +312,23 @@ def test_a_changed_key_in_the_restored_db_is_detected(
     db.write_bytes(bytes(data))
     with pytest.raises(ReadbackError, match="bucket 'key' differs from the snapshot"):
         read_back(out, Want("a", members, "tok", oracle.revision), read_db(oracle.snapshot))
+
+
+def test_a_wal_that_etcd_cut_into_two_segments(tmp_path: Path) -> None:
+    """More than 64 MB of entries: etcd cuts a second segment that starts with a crc record
+    carrying the chain; the reader follows the chain across it."""
+    import os
+
+    server = EtcdServer(tmp_path / "etcd-data").start()
+    value = os.urandom(1024 * 1024)
+    try:
+        for i in range(70):
+            server.ctl("put", f"/big/{i:03d}", input=value, check=True)  # value from stdin
+    finally:
+        server.stop()
+    wal = read_wal(tmp_path / "etcd-data" / "member" / "wal")
+    assert len(wal.segments) >= 2, wal.segments
+    second = [r for r in wal.records if r.segment == wal.segments[1]]
+    assert second[0].type == CRC and second[0].crc != 0
+    normal = [e for e in wal.entries if e.type == 0]
+    assert sum(e.data.count(value[:64]) for e in normal) == 70
