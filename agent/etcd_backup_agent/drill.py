@@ -22,7 +22,6 @@ what they find: every failure is a report with ``step`` naming the stage that fa
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import socket
@@ -46,12 +45,11 @@ from .restore import (
     Emit,
     MemberSpec,
     check_plaintext,
+    choose_engine,
     fetch_and_check,
-    find_etcdutl,
     no_emit,
     note,
     resolve_backup,
-    run_etcdutl,
     scratch_dir,
     verify_against_manifest,
 )
@@ -276,25 +274,13 @@ def find_drill_etcd(settings: Settings) -> str | None:
     return found
 
 
-def _native_engine() -> Callable[..., Any] | None:
-    """The native restore engine (datadir/engine.py), when this build has one."""
-    try:
-        module = importlib.import_module(".datadir.engine", __package__)
-    except ImportError:
-        return None
-    fn = getattr(module, "restore_native", None)
-    return fn if callable(fn) else None
-
-
 def restore_scratch(snapshot: Path, spec: MemberSpec, settings: Settings, emit: Emit) -> str:
-    """Restore ``snapshot`` as ``spec`` (a dir inside a scratch dir); name the engine."""
-    engine = _native_engine()
-    if engine is not None:
-        engine(snapshot, spec, emit=emit)
-        return "native"
-    etcdutl = find_etcdutl(settings.restore.etcdutl)
-    run_etcdutl(etcdutl, snapshot, spec, emit)
-    return f"etcdutl {etcdutl.version_text}"
+    """Restore ``snapshot`` as ``spec`` (a dir inside a scratch dir) with the configured
+    engine (``[restore] engine``, native by default); name the engine."""
+    result = choose_engine(settings, spec).run(snapshot, spec, emit)
+    if result.etcdutl_version:
+        return f"{result.engine} {result.etcdutl_version}"
+    return result.engine
 
 
 def _rules(manifest: Manifest) -> str:
