@@ -21,7 +21,7 @@ from pathlib import Path
 from . import log as logsetup
 from .errors import RestoreError
 
-PREFIXES = ("restore-", "drill-", "drillfetch-", "verify-")
+PREFIXES = ("restore-", "drill-", "drillfetch-", "verify-", "inspect-")
 LOCK_NAME = ".owner.lock"
 UNLOCKED_GRACE = 60.0  # seconds
 
