@@ -20,7 +20,7 @@ from typing import Any
 
 import schedule
 
-from . import __version__, scheduling
+from . import __version__, scheduling, scratch
 from . import log as logsetup
 from .bundle.report import bundle_status
 from .catalog import ManifestCache, list_backups
@@ -43,6 +43,7 @@ from .manifest import Manifest, format_time
 from .metrics import Health, Metrics, MetricsServer, health
 from .operations import Operations, read_identity
 from .pipeline import AfterVerifyHook, Pipeline, SealedBackup, Spool, sweep_stale_uploads
+from .restore import work_root
 from .retention import prune
 from .sdnotify import Notifier
 from .spool_lock import SpoolLock
@@ -125,7 +126,8 @@ class LastResult:
 @dataclass
 class LastDrill:
     result: str = "none"  # success, failure
-    kind: str | None = None  # full, plaintext
+    kind: str | None = None  # native, full (drill.KINDS)
+    source: str | None = None  # store, spool (drill.SOURCES)
     at: str | None = None
     backup_id: str | None = None
     error: str | None = None
@@ -135,6 +137,7 @@ class LastDrill:
         return {
             "result": self.result,
             "kind": self.kind,
+            "source": self.source,
             "at": self.at,
             "backup_id": self.backup_id,
             "error": self.error,
@@ -225,6 +228,7 @@ class Daemon:
         spool.ensure()
         self._spool_lock.acquire("run --once" if self.once else "run")
         removed = spool.clean_partials() + sweep_pending_orphans(s.spool.dir, self.log)
+        scratch.sweep(work_root(s))
         self.metrics.set_expected_interval(w.policy.expected_interval)
         # the store is listed on a thread: READY never waits for it, whatever it does
         self._spawn_probe(lambda: self._first_listing(w))
@@ -594,18 +598,20 @@ class Daemon:
     # -- restore drills ---------------------------------------------------------------------
 
     def _drill_mode(self, s: Settings) -> str | None:
-        """ "full" (an identity is configured), "plaintext", or None (drills are off)."""
+        """Where scheduled drills take their snapshot: "store" (an identity is configured:
+        fetch and decrypt the newest backup), "spool" (the plaintext snapshot right after a
+        backup), or None (drills are off)."""
         if self.once or s.drill.interval <= 0:
             return None
-        return "full" if s.drill.identity_file is not None else "plaintext"
+        return "store" if s.drill.identity_file is not None else "spool"
 
     def _drill_due(self) -> bool:
         return time.monotonic() >= self._drill_due_at
 
     def _maybe_start_drill(self) -> None:
-        """Start a due full drill of the newest backup on the single-flight worker."""
+        """Start a due drill of the newest stored backup on the single-flight worker."""
         w = self.wiring
-        if self._drill_mode(w.settings) != "full" or not self._drill_due():
+        if self._drill_mode(w.settings) != "store" or not self._drill_due():
             return
         if self.state.newest is None or self.flags.stop:
             return  # nothing to drill yet
@@ -621,12 +627,14 @@ class Daemon:
         try:
             identity_file = w.settings.drill.identity_file
             assert identity_file is not None
-            self.log.info("restore drill started", kind="full", backup="latest")
+            self.log.info("restore drill started", source="store", backup="latest")
             try:
                 identity, _ = read_identity({"identity_file": str(identity_file)})
                 report = drill(w.settings, w.store, "latest", identity)
             except Exception as exc:  # drill() reports its own failures; this is the rest
-                report = DrillReport(backup_id="latest", kind="full", error=f"drill failed: {exc}")
+                report = DrillReport(
+                    backup_id="latest", source="store", error=f"drill failed: {exc}"
+                )
             self._record_drill(w, report)
         finally:
             self._drilling = False
@@ -634,16 +642,16 @@ class Daemon:
 
     def _plaintext_drill_hook(self, w: Wiring) -> AfterVerifyHook | None:
         """The pipeline hook that drills the verified raw snapshot when a drill is due."""
-        if self._drill_mode(w.settings) != "plaintext":
+        if self._drill_mode(w.settings) != "spool":
             return None
 
         def hook(raw: Path, manifest: Manifest) -> None:
             if not self._drill_due():
                 return
-            self.log.info("restore drill started", kind="plaintext", backup=manifest.id)
+            self.log.info("restore drill started", source="spool", backup=manifest.id)
             # the pipeline verified this very file a moment ago (the manifest's fields come
             # from that check): do not read it again while the etcd lock is held
-            report = drill_plaintext(raw, manifest, w.settings, kind="plaintext", verify=False)
+            report = drill_plaintext(raw, manifest, w.settings, source="spool", verify=False)
             self._record_drill(w, report)
 
         return hook
@@ -654,6 +662,7 @@ class Daemon:
         self.last_drill = LastDrill(
             result=report.result,
             kind=report.kind,
+            source=report.source,
             at=format_time(self.clock()),
             backup_id=report.backup_id,
             error=report.error,
@@ -662,6 +671,8 @@ class Daemon:
         fields: dict[str, Any] = {
             "result": report.result,
             "kind": report.kind,
+            "source": report.source,
+            "step": report.step,
             "backup": report.backup_id,
             "seconds": report.seconds,
         }
@@ -673,7 +684,9 @@ class Daemon:
     def _on_socket_drill(self, result: str, kind: str) -> None:
         """A drill requested through the socket: count it and show it in the status."""
         self.metrics.record_drill(result, kind)
-        self.last_drill = LastDrill(result=result, kind=kind, at=format_time(self.clock()))
+        self.last_drill = LastDrill(
+            result=result, kind=kind, source="store", at=format_time(self.clock())
+        )
 
     # -- pending uploads (keep_unuploaded) -------------------------------------------------
 

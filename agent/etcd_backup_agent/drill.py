@@ -1,12 +1,22 @@
-"""Restore drill: prove a backup restores by starting a throwaway etcd from it.
+"""Restore drill: prove a backup restores, with or without an etcd binary.
 
-Checks, in order: the snapshot matches its manifest (sha256, native verification:
-revision, hash and bbolt key count); etcdutl restores it; a throwaway etcd on free
-loopback ports starts from it; its revision (status header) equals the manifest's; its
-live key count is plausible (3.6 rules: equal to the manifest's key count; 3.5 rules,
-where the manifest counts every bbolt pair of every bucket: between 1 and that count
-when the key bucket is not empty); and a sample of keys reads back. The etcd is stopped
-by its pid and every file the drill made is removed.
+Every drill first checks the snapshot against its manifest (sha256, native verification:
+revision, hash and bbolt key count), restores it into a private scratch dir, then reads
+everything the restore wrote back with the package's own readers (datadir/readback.py):
+the db's integrity, every bucket but the rewritten membership ones equal to the
+snapshot's, revision and key count against the manifest, the members and consistent
+index; the WAL's records and CRC chain; the snap file's CRC and conf state. That is a
+``native`` drill and needs no etcd binary.
+
+When an etcd binary is configured (``[drill] etcd``) or found, the drill is ``full``: it
+also starts a throwaway etcd on free loopback ports from the restored dir, reads it with
+the configured credentials (the snapshot holds the cluster's users), compares its
+revision and live key count with the manifest and reads a sample of keys. The etcd is
+stopped by its pid and every file the drill made is removed, whatever happens.
+
+``source`` says where the snapshot came from: ``store`` (fetched and decrypted) or
+``spool`` (the daemon's plaintext snapshot right after a backup). Drills never raise for
+what they find: every failure is a report with ``step`` naming the stage that failed.
 """
 
 from __future__ import annotations
@@ -26,19 +36,20 @@ from . import log as logsetup
 from .binaries import find_binary
 from .bundle.check import verify_bundle
 from .config import EtcdSettings, Settings
-from .errors import AgentError, RestoreError
-from .etcd_source import EtcdSource
+from .datadir.db_read import DbContents, DbReadError, read_db
+from .datadir.readback import REWRITTEN, ReadbackError, Want, read_back
+from .errors import AgentError, EtcdAuthError, RestoreError, SourceError, VerificationError
+from .etcd_source import EtcdSource, map_grpc_error
 from .manifest import Manifest
 from .restore import (
     Emit,
     MemberSpec,
     check_plaintext,
+    choose_engine,
     fetch_and_check,
-    find_etcdutl,
     no_emit,
     note,
     resolve_backup,
-    run_etcdutl,
     scratch_dir,
     verify_against_manifest,
 )
@@ -46,17 +57,28 @@ from .store.base import Store
 
 SUCCESS = "success"
 FAILURE = "failure"
+NATIVE = "native"
+FULL = "full"
+KINDS = (NATIVE, FULL)
+SOURCES = ("store", "spool")
 OnDrill = Callable[[str, str], None]
 LOOPBACK = "127.0.0.1"
 
 
 @dataclass
 class DrillReport:
-    """The outcome of one drill; ``result`` is "success" or "failure"."""
+    """The outcome of one drill; ``result`` is "success" or "failure".
+
+    ``kind``: "native" (read back natively) or "full" (also served by a throwaway etcd);
+    ``source``: "store" or "spool"; ``step``: the stage that failed, on failure.
+    """
 
     backup_id: str
-    kind: str
+    kind: str = NATIVE
+    source: str = "store"
     result: str = FAILURE
+    step: str | None = None
+    engine: str | None = None
     revision: int | None = None
     expected_revision: int | None = None
     live_keys: int | None = None
@@ -133,14 +155,32 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=15)
 
 
-def _wait_status(endpoint: str, timeout: float = 60.0) -> EtcdSource:
+def drill_etcd_settings(settings: Settings, endpoint: str) -> EtcdSettings:
+    """How the drill reads its throwaway etcd: loopback, plaintext, with the configured user.
+
+    The snapshot carries the cluster's auth state: when auth is on, the restored etcd
+    knows the same users and passwords as the cluster the backup was taken from.
+    """
+    return EtcdSettings(
+        endpoints=(endpoint,),
+        username=settings.etcd.username,
+        password_file=settings.etcd.password_file,
+        dial_timeout=3.0,
+    )
+
+
+def _wait_status(etcd: EtcdSettings, timeout: float = 60.0) -> EtcdSource:
+    endpoint = etcd.endpoints[0]
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        source = EtcdSource(EtcdSettings(endpoints=(endpoint,), dial_timeout=3.0))
+        source = EtcdSource(etcd)
         try:
             source.status()
             return source
+        except EtcdAuthError as exc:
+            source.close()
+            raise _auth_failure(exc) from None
         except Exception as exc:  # grpc errors escape EtcdSource.client() while etcd starts
             last = exc
             source.close()
@@ -148,47 +188,142 @@ def _wait_status(endpoint: str, timeout: float = 60.0) -> EtcdSource:
     raise RestoreError(f"drill etcd at {endpoint} did not answer: {last}")
 
 
-def check_live(endpoint: str, manifest: Manifest, sample_keys: int, report: DrillReport) -> None:
+def _auth_failure(exc: SourceError) -> RestoreError:
+    return RestoreError(
+        f"the restored etcd refused the drill's reads: {exc}. The snapshot has auth enabled: "
+        "set [etcd] username and password_file to a user of the backed-up cluster that can "
+        "read every key (root)"
+    )
+
+
+def check_live(
+    etcd: EtcdSettings, manifest: Manifest, sample_keys: int, report: DrillReport
+) -> None:
     """Compare the running throwaway etcd with the manifest."""
-    source = _wait_status(endpoint)
+    source = _wait_status(etcd)
     try:
-        status = source.status()
-        report.revision = status.revision
-        report.expected_revision = manifest.revision
-        if status.revision != manifest.revision:
-            raise RestoreError(
-                f"restored etcd is at revision {status.revision}, manifest says {manifest.revision}"
-            )
-        report.checks.append(f"revision {status.revision} == manifest")
-        client: Any = source.client()
-        resp = client.get_range_response(b"\0", b"\0", count_only=True)
-        live = int(resp.count)
-        report.live_keys = live
-        report.manifest_keys = manifest.total_keys
-        if manifest.total_keys is not None:
-            if manifest.status_rules == "3.6":
-                ok = live == manifest.total_keys
-                what = "equals"
-            else:
-                ok = live <= manifest.total_keys and (live > 0 or manifest.revision <= 1)
-                what = "is within"
-            if not ok:
-                raise RestoreError(
-                    f"restored etcd serves {live} keys; manifest key count "
-                    f"{manifest.total_keys} ({manifest.status_rules or '3.5'} rules)"
-                )
-            report.checks.append(f"live key count {live} {what} manifest {manifest.total_keys}")
-        if sample_keys > 0 and live > 0:
-            resp = client.get_range_response(b"\0", b"\0", limit=sample_keys)
-            for kv in resp.kvs:
-                if kv.mod_revision > manifest.revision or kv.create_revision > kv.mod_revision:
-                    raise RestoreError(f"key {kv.key[:80]!r} has impossible revisions")
-                report.sampled += 1
-            if report.sampled == 0:
-                raise RestoreError("sampled read returned no keys")
-            report.checks.append(f"read {report.sampled} sample keys")
+        try:
+            _compare_live(source, manifest, sample_keys, report)
+        except AgentError:
+            raise
+        except Exception as exc:  # grpc/etcd3 errors of the reads themselves
+            mapped = map_grpc_error(exc, etcd.endpoints[0], "reading the drill etcd")
+            if isinstance(mapped, EtcdAuthError):
+                raise _auth_failure(mapped) from None
+            raise RestoreError(str(mapped)) from None
     finally:
         source.close()
+
+
+def _compare_live(
+    source: EtcdSource, manifest: Manifest, sample_keys: int, report: DrillReport
+) -> None:
+    status = source.status()
+    report.revision = status.revision
+    report.expected_revision = manifest.revision
+    if status.revision != manifest.revision:
+        raise RestoreError(
+            f"restored etcd is at revision {status.revision}, manifest says {manifest.revision}"
+        )
+    report.checks.append(f"etcd: revision {status.revision} == manifest")
+    client: Any = source.client()
+    resp = client.get_range_response(b"\0", b"\0", count_only=True)
+    live = int(resp.count)
+    report.live_keys = live
+    report.manifest_keys = manifest.total_keys
+    if manifest.total_keys is not None:
+        if manifest.status_rules == "3.6":
+            ok = live == manifest.total_keys
+            what = "equals"
+        else:
+            ok = live <= manifest.total_keys and (live > 0 or manifest.revision <= 1)
+            what = "is within"
+        if not ok:
+            raise RestoreError(
+                f"restored etcd serves {live} keys; manifest key count "
+                f"{manifest.total_keys} ({manifest.status_rules or '3.5'} rules)"
+            )
+        report.checks.append(f"etcd: live key count {live} {what} manifest {manifest.total_keys}")
+    if sample_keys > 0 and live > 0:
+        resp = client.get_range_response(b"\0", b"\0", limit=sample_keys)
+        for kv in resp.kvs:
+            if kv.mod_revision > manifest.revision or kv.create_revision > kv.mod_revision:
+                raise RestoreError(f"key {kv.key[:80]!r} has impossible revisions")
+            report.sampled += 1
+        if report.sampled == 0:
+            raise RestoreError("sampled read returned no keys")
+        report.checks.append(f"etcd: read {report.sampled} sample keys")
+
+
+# --- the kind of drill and the restore engine ------------------------------------------
+
+
+def find_drill_etcd(settings: Settings) -> str | None:
+    """The etcd binary for a full drill, or None for a native one.
+
+    A bare name (the default ``etcd``) that is nowhere to be found means a native drill;
+    a path that was configured but is not executable is an error, not a quieter drill.
+    """
+    configured = settings.drill.etcd
+    found = find_binary(configured)
+    if found is None and "/" in configured:
+        raise RestoreError(
+            f"[drill] etcd {configured!r} is not an executable file: fix the path, or set "
+            '[drill] etcd = "etcd" to drill natively where no etcd binary is installed'
+        )
+    return found
+
+
+def restore_scratch(snapshot: Path, spec: MemberSpec, settings: Settings, emit: Emit) -> str:
+    """Restore ``snapshot`` as ``spec`` (a dir inside a scratch dir) with the configured
+    engine (``[restore] engine``, native by default); name the engine."""
+    result = choose_engine(settings, spec).run(snapshot, spec, emit)
+    if result.etcdutl_version:
+        return f"{result.engine} {result.etcdutl_version}"
+    return result.engine
+
+
+def _rules(manifest: Manifest) -> str:
+    return "3.6" if manifest.status_rules == "3.6" else "3.5"
+
+
+def _source_db(snapshot: Path, rules: str) -> DbContents:
+    try:
+        db = read_db(snapshot, rules)
+    except DbReadError as exc:
+        raise VerificationError(f"snapshot: {exc}") from None
+    if db.problems:
+        raise VerificationError(f"snapshot fails the integrity check: {db.problems[0]}")
+    return db
+
+
+def _check_key_count(restored: DbContents, source: DbContents, manifest: Manifest) -> str:
+    """The restored db's key count, under the manifest's rules, against the manifest."""
+    if manifest.total_keys is None:
+        return "manifest has no key count"
+    rules = _rules(manifest)
+    if source.status.total_key != manifest.total_keys:
+        raise VerificationError(
+            f"snapshot key count {source.status.total_key} ({rules} rules), manifest says "
+            f"{manifest.total_keys}"
+        )
+    kept, want = restored.pairs_outside(REWRITTEN), source.pairs_outside(REWRITTEN)
+    if kept != want:
+        raise VerificationError(
+            f"restored db holds {kept} pairs outside the membership buckets, the snapshot {want}"
+        )
+    if rules == "3.6" and restored.status.total_key != manifest.total_keys:
+        raise VerificationError(
+            f"restored db has {restored.status.total_key} live keys, manifest says "
+            f"{manifest.total_keys} (3.6 rules)"
+        )
+    return (
+        f"key count: manifest {manifest.total_keys} ({rules} rules) == snapshot; the restored "
+        f"db keeps all {want} pairs outside the membership buckets"
+    )
+
+
+# --- drills ----------------------------------------------------------------------------
 
 
 def drill_plaintext(
@@ -197,21 +332,26 @@ def drill_plaintext(
     settings: Settings | None = None,
     *,
     emit: Emit = no_emit,
-    kind: str = "plaintext",
+    source: str = "spool",
     verify: bool = True,
 ) -> DrillReport:
     """Drill a plaintext snapshot (db + trailer) described by ``manifest``; never raises for
-    drill failures: the report says "failure" and why."""
+    drill failures: the report says "failure", which step failed and why."""
     settings = settings or Settings()
-    report = DrillReport(backup_id=manifest.id, kind=kind)
+    report = DrillReport(backup_id=manifest.id, source=source)
     started = time.monotonic()
     log = logsetup.get("drill")
     try:
+        report.step = "etcd binary"
+        etcd_binary = find_drill_etcd(settings)
+        report.kind = FULL if etcd_binary is not None else NATIVE
         if verify:
+            report.step = "verify snapshot"
             check_plaintext(snapshot_path, manifest, emit)
             verify_against_manifest(snapshot_path, manifest)
             report.checks.append("sha256 and native verification match the manifest")
-        etcdutl = find_etcdutl(settings.restore.etcdutl)
+        report.step = "read snapshot"
+        source_db = _source_db(snapshot_path, _rules(manifest))
         with scratch_dir(settings, "drill-") as scratch:
             peer = f"http://{LOOPBACK}:{_free_port()}"
             spec = MemberSpec(
@@ -220,21 +360,51 @@ def drill_plaintext(
                 initial_advertise_peer_urls=peer,
                 initial_cluster_token=f"drill-{os.getpid()}",
             )
-            run_etcdutl(etcdutl, snapshot_path, spec, emit)
-            report.checks.append(f"etcdutl {etcdutl.version_text} restored the snapshot")
-            note(emit, "starting a throwaway etcd on loopback")
-            with throwaway_etcd(settings.drill.etcd, spec.data_dir, "drill", peer) as endpoint:
-                check_live(endpoint, manifest, settings.drill.sample_keys, report)
+            report.step = "restore"
+            report.engine = restore_scratch(snapshot_path, spec, settings, emit)
+            report.checks.append(f"restored by the {report.engine} engine")
+            report.step = "read back"
+            note(emit, "reading the restored data dir back")
+            want = Want(
+                name=spec.name,
+                members=((spec.name, (peer,)),),
+                token=spec.initial_cluster_token,
+                revision=manifest.revision,
+                rules=_rules(manifest),
+            )
+            back = read_back(spec.data_dir, want, source_db)
+            report.checks += list(back.checks)
+            report.revision = back.db.status.revision
+            report.expected_revision = manifest.revision
+            report.checks.append(_check_key_count(back.db, source_db, manifest))
+            if etcd_binary is not None:
+                report.step = "start etcd"
+                note(emit, "starting a throwaway etcd on loopback")
+                with throwaway_etcd(etcd_binary, spec.data_dir, spec.name, peer) as endpoint:
+                    report.step = "read etcd"
+                    check_live(
+                        drill_etcd_settings(settings, endpoint),
+                        manifest,
+                        settings.drill.sample_keys,
+                        report,
+                    )
         report.result = SUCCESS
+        report.step = None
+    except ReadbackError as exc:
+        report.error = f"the restored data dir is wrong: {exc}"
     except AgentError as exc:
         report.error = str(exc)
     except OSError as exc:
         report.error = f"drill failed: {exc}"
+    except Exception as exc:  # a drill reports every failure; a bug here is one too
+        log.exception("drill failed unexpectedly", backup=manifest.id)
+        report.error = f"drill failed unexpectedly: {type(exc).__name__}: {exc}"
     report.seconds = round(time.monotonic() - started, 2)
+    fields = {"backup": manifest.id, "kind": report.kind, "source": source}
     if report.result == SUCCESS:
-        log.info("drill passed", backup=manifest.id, kind=kind, seconds=report.seconds)
+        log.info("drill passed", seconds=report.seconds, **fields)
     else:
-        log.error("drill FAILED", backup=manifest.id, kind=kind, error=report.error)
+        log.error("drill FAILED", step=report.step, error=report.error, **fields)
     return report
 
 
@@ -246,27 +416,41 @@ def drill(
     emit: Emit = no_emit,
     on_drill: OnDrill | None = None,
 ) -> DrillReport:
-    """Full drill: fetch, check and decrypt ``backup`` then drill it; call ``on_drill``."""
+    """Drill a stored backup: fetch, check and decrypt ``backup``, then drill it; call
+    ``on_drill(result, kind)``. Never raises: every failure is a report."""
+    report = DrillReport(backup_id=backup, source="store")
+    inner = False
     try:
+        report.step = "etcd binary"
+        report.kind = FULL if find_drill_etcd(settings) is not None else NATIVE
+        report.step = "find backup"
         manifest = resolve_backup(settings, store, backup)
-    except AgentError as exc:
-        report = DrillReport(backup_id=backup, kind="full", error=str(exc))
-        if on_drill is not None:
-            on_drill(FAILURE, "full")
-        return report
-    try:
+        report.backup_id = manifest.id
+        report.step = "fetch and decrypt"
         with scratch_dir(settings, "drillfetch-") as scratch:
             checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
+            report.checks.append("object sha256, snapshot sha256 and native verification ok")
+            inner = True
+            checks = report.checks
             report = drill_plaintext(
-                checked.path, manifest, settings, emit=emit, kind="full", verify=False
+                checked.path, manifest, settings, emit=emit, source="store", verify=False
             )
-            report.checks.insert(0, "object sha256, snapshot sha256 and native verification ok")
-            bundle, files = verify_bundle(store, manifest, identity_text, emit)
-            if bundle == "ok":
-                report.checks.append(f"bundle sha256 and file list ok ({files} entries)")
+            report.checks[:0] = checks
+            if report.result == SUCCESS:
+                report.step = "bundle"
+                bundle, files = verify_bundle(store, manifest, identity_text, emit)
+                report.step = None
+                if bundle == "ok":
+                    report.checks.append(f"bundle sha256 and file list ok ({files} entries)")
     except AgentError as exc:
-        logsetup.get("drill").error("drill FAILED", backup=manifest.id, kind="full", error=str(exc))
-        report = DrillReport(backup_id=manifest.id, kind="full", error=str(exc))
+        report.result, report.error = FAILURE, str(exc)
+    except Exception as exc:  # never an "internal" error: a drill always ends in a report
+        logsetup.get("drill").exception("drill failed unexpectedly", backup=backup)
+        report.result, report.error = FAILURE, f"drill failed: {type(exc).__name__}: {exc}"
+    if (not inner or report.step == "bundle") and report.result != SUCCESS:
+        logsetup.get("drill").error(
+            "drill FAILED", backup=report.backup_id, step=report.step, error=report.error
+        )
     if on_drill is not None:
-        on_drill(report.result, "full")
+        on_drill(report.result, report.kind)
     return report

@@ -30,7 +30,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 RESULTS = ("success", "failure")
 STAGES = ("snapshot", "verify", "seal", "upload", "total")
 SKIP_REASONS = ("busy", "lock_held", "already_backed_up", "not_leader", "spool_full")
-DRILL_KINDS = ("full", "plaintext")
+DRILL_KINDS = ("native", "full")  # drill.KINDS: read back natively, or also served by etcd
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
@@ -265,7 +265,7 @@ class Metrics:
             self._g(self.retention_last_success).set(time.time())
 
     def record_drill(self, result: str, kind: str) -> None:
-        """Count a restore drill ("success"/"failure", "full"/"plaintext")."""
+        """Count a restore drill ("success"/"failure", "native"/"full")."""
         result = "success" if result in ("success", "ok", "passed") else "failure"
         self.drills.labels(self.cluster, result, kind).inc()
         if result == "success":

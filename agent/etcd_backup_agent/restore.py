@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from . import log as logsetup
+from . import scratch
 from .binaries import candidates
 from .bundle.check import verify_bundle
 from .catalog import find_backup, list_backups
@@ -223,16 +224,8 @@ def work_root(settings: Settings) -> Path:
 @contextlib.contextmanager
 def scratch_dir(settings: Settings, prefix: str) -> Iterator[Path]:
     """A private temporary directory (0700) in the work dir, removed afterwards."""
-    root = work_root(settings)
-    try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-    except OSError as exc:
-        raise RestoreError(f"work dir {root}: cannot create a temporary dir: {exc}") from None
-    try:
+    with scratch.scratch_dir(work_root(settings), prefix) as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve_backup(settings: Settings, store: Store, backup: str) -> Manifest:

@@ -122,17 +122,19 @@ def test_plaintext_drills_run_after_verify_and_are_counted(
     )
     agents.append(agent.start())
     wait_for(
-        lambda: drills(agent.scrape(), "success", "plaintext") >= 2,
+        lambda: drills(agent.scrape(), "success", "full") >= 2,
         60,
-        "two plaintext drills",
+        "two drills of the spooled snapshot",
         agent,
     )
     samples = agent.scrape()
-    assert drills(samples, "failure", "plaintext") == 0
-    assert drills(samples, "success", "full") == drills(samples, "failure", "full") == 0
+    assert drills(samples, "failure", "full") == 0
+    assert drills(samples, "success", "native") == drills(samples, "failure", "native") == 0
     assert samples[("etcd_backup_drill_last_success_timestamp_seconds", ())] > 0
     done = [e for e in agent.events() if e.get("event") == "restore drill finished"]
-    assert done and all(e["kind"] == "plaintext" and e["result"] == "success" for e in done)
+    assert done and all(
+        e["kind"] == "full" and e["source"] == "spool" and e["result"] == "success" for e in done
+    )
     # each drilled a backup that was then stored (the drill runs before sealing, so the
     # newest drilled backup may still be uploading: wait for its manifest)
     drilled = {str(e["backup"]) for e in done}
@@ -146,8 +148,9 @@ def test_plaintext_drills_run_after_verify_and_are_counted(
     reply = ctl.call(sock, "status", {})
     assert reply["ok"], reply
     drill = reply["result"]["drill"]
-    assert drill["mode"] == "plaintext"
-    assert drill["kind"] == "plaintext" and drill["result"] == "success"
+    assert drill["mode"] == "spool"
+    assert drill["kind"] == "full" and drill["source"] == "spool"
+    assert drill["result"] == "success"
     assert drill["at"] is not None
     wait_for(
         lambda: drill["backup_id"] in {str(m["id"]) for m in manifests(tmp_path / "store")},
@@ -184,7 +187,7 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
     wait_for(lambda: drills(agent.scrape(), "success", "full") >= 2, 60, "two full drills", agent)
     samples = agent.scrape()
     assert drills(samples, "failure", "full") == 0
-    assert drills(samples, "success", "plaintext") == 0
+    assert drills(samples, "success", "native") == 0
     (newest,) = manifests(tmp_path / "store")
 
     # the drills ran on the backup worker, after the backup, never during it
@@ -199,7 +202,8 @@ def test_full_drills_pass_then_fail_on_a_corrupted_object(
         if e.get("event") == "restore drill finished" and e.get("result") == "failure"
     ]
     assert failed, agent.log_text()[-3000:]
-    assert failed[0]["kind"] == "full"
+    assert failed[0]["kind"] == "full" and failed[0]["source"] == "store"
+    assert failed[0]["step"] == "fetch and decrypt"
     assert failed[0]["backup"] == newest["id"]
     assert "does not match its manifest" in str(failed[0]["error"])
     # the drill left no temporary files and no etcd behind

@@ -73,7 +73,7 @@ def test_plaintext_drill_standalone(backed: Backed, tmp_path: Path) -> None:
     settings = config_mod.load(make_config(tmp_path / "agent", backed.store, backed.recipient))
     report = drill_plaintext(snap, manifest, settings)
     assert report.result == "success", report
-    assert report.kind == "plaintext"
+    assert report.kind == "full" and report.source == "spool"
     # a snapshot that is not the manifest's backup fails
     bad = tmp_path / "bad.db"
     shutil.copy(snap, bad)

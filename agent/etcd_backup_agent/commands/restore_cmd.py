@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import scratch
 from ..control.client import Progress, show
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..operations import Operations
+from ..restore import work_root
 from ..swap import LAYOUTS, RESET_LAYOUTS
 from . import load_settings
 
@@ -87,9 +89,12 @@ def register(
     d = sub.add_parser(
         "drill",
         parents=[common],
-        help="restore drill: start a throwaway etcd from a backup and compare",
-        description="Restore a backup into a temporary dir, start a throwaway etcd on "
-        "loopback, compare revision and key count with the manifest, clean up.",
+        help="restore drill: restore a backup, read it back, serve it with etcd if present",
+        description="Restore a backup into a private temporary dir and read every file "
+        "written back natively (db, WAL, snap file, members, revision and key count against "
+        "the manifest): a native drill, no etcd binary needed. When [drill] etcd is found, "
+        "also start a throwaway etcd on loopback and read the keys back: a full drill. "
+        "Everything is removed afterwards.",
         epilog="examples:\n"
         "  etcd-backup-agent drill latest --identity /root/age-key.txt\n"
         "  etcd-backup-agent drill 20260101T000000Z-r1234-cp1 --json   ([drill] identity_file)\n"
@@ -112,6 +117,7 @@ def print_result(op: str, result: Any, as_json: bool) -> None:
 def run_offline(args: argparse.Namespace, op: str, request: dict[str, Any]) -> Any:
     """Run ``op`` in this process (no daemon), with progress on stderr; print its result."""
     settings = load_settings(args)
+    scratch.sweep(work_root(settings))  # what a killed restore, drill or verify left
     progress = Progress(sys.stderr, quiet=args.json)
     try:
         result = Operations(settings).dispatch(op, request, progress)
@@ -161,6 +167,7 @@ def run_restore(args: argparse.Namespace) -> int:
 def run_drill(args: argparse.Namespace) -> int:
     result = run_offline(args, "drill", {"backup": args.backup} | identity_args(args.identity))
     if result.get("result") != "success":
-        sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
+        step = f" at {result['step']}" if result.get("step") else ""
+        sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")
         return EXIT_FAILURE
     return EXIT_OK

@@ -303,7 +303,8 @@ def _show_status(st: dict[str, Any]) -> None:
     )
     drill = st.get("drill") or {}
     if drill.get("at"):
-        text = f"{drill.get('result')} ({drill.get('kind')}) at {drill['at']}"
+        kind = ", ".join(str(drill[k]) for k in ("kind", "source") if drill.get(k))
+        text = f"{drill.get('result')} ({kind}) at {drill['at']}"
         if drill.get("error"):
             text += f": {drill['error']}"
     else:
@@ -381,7 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
     r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
     r.add_argument("--with-bundle", action="store_true", help="kubeadm: put the bundle back too")
-    d = sub.add_parser("drill", parents=[common], help="restore drill into a throwaway etcd")
+    d = sub.add_parser(
+        "drill",
+        parents=[common],
+        help="restore drill: restore, read back; serve with etcd if present",
+    )
     d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
     d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
     b = sub.add_parser("bundle", help="list or extract a backup's control-plane bundle")
@@ -533,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         show(ns.op, result)
     if ns.op == "drill" and isinstance(result, dict) and result.get("result") != "success":
         if not ns.json:
-            sys.stderr.write(f"drill FAILED: {result.get('error')}\n")
+            step = f" at {result['step']}" if result.get("step") else ""
+            sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")
         return EXIT_FAILURE
     return EXIT_OK
