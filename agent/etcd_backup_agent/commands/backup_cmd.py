@@ -12,6 +12,7 @@ from ..errors import EXIT_OK, UsageError
 from ..etcd_source import EtcdSource
 from ..pipeline import Pipeline
 from ..spool_lock import SpoolLock
+from ..stop_signals import cancel_on_stop_signals
 from ..store import open_store
 from . import load_settings
 
@@ -63,14 +64,15 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(settings, store)
     source = EtcdSource(settings.etcd)
     try:
-        if args.from_data_dir is not None:
-            sealed = pipeline.prepare_from_data_dir(args.from_data_dir, force=args.force)
-            try:
-                manifest = pipeline.upload(sealed)
-            finally:
-                pipeline.spool.discard(sealed)
-        else:
-            manifest = pipeline.run(source).manifest
+        with cancel_on_stop_signals(pipeline.cancel):
+            if args.from_data_dir is not None:
+                sealed = pipeline.prepare_from_data_dir(args.from_data_dir, force=args.force)
+                try:
+                    manifest = pipeline.upload(sealed)
+                finally:
+                    pipeline.spool.discard(sealed)
+            else:
+                manifest = pipeline.run(source).manifest
     finally:
         source.close()
         store.close()
