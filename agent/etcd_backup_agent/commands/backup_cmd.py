@@ -21,6 +21,9 @@ EPILOG = """examples:
   etcd-backup-agent backup --json > manifest.json
   etcd-backup-agent backup --from-data-dir /var/lib/etcd     (etcd stopped)
 
+signals: SIGINT/SIGTERM cancel the backup: the upload is aborted, the spool's partial files
+removed and no manifest written (exit 1); a second signal interrupts at once
+
 exit codes: 0 stored, 1 backup failed (nothing stored) or the spool is in use by
 another agent process (the running daemon: use `etcd-backupctl backup`), 2 bad config or usage
 """
