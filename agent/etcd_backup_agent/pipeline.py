@@ -39,7 +39,7 @@ from .manifest import (
     object_key,
 )
 from .ratelimit import RateLimiter
-from .seal import SealStream, run_seal
+from .seal_child import SealStream, run_seal
 from .snapshot.verify import VERIFIER_VERSION, VerifyReport, verify_snapshot
 from .store.base import ObjectWriter, Store
 from .store.writer import open_writer

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .ratelimit import RateLimiter
-from .seal import CHUNK, SealStream
+from .seal import CHUNK
+from .seal_child import SealStream
 from .store.base import ObjectWriter
 
 Progress = Callable[[int, int], None]

@@ -12,7 +12,8 @@ import pyrage
 import pytest
 
 from etcd_backup_agent.errors import CryptoError
-from etcd_backup_agent.seal import run_seal, seal_file, unseal_stream
+from etcd_backup_agent.seal import seal_file, unseal_stream
+from etcd_backup_agent.seal_child import run_seal
 
 
 @pytest.fixture
