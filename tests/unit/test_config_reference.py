@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from etcd_backup_agent import config
+from etcd_backup_agent import config, config_reference
 from etcd_backup_agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +103,31 @@ def test_the_unknown_key_check_can_fail(key: str) -> None:
     text = f"## `[{key.rsplit('.', 1)[0]}]`\n\n| `{key.rsplit('.', 1)[1]}` | x | x | x |\n"
     assert documented_keys(text) == {key}
     assert not documented_keys(text) <= config.accepted_keys()
+
+
+REGENERATE = "python -m etcd_backup_agent.config_reference docs/config.md config/example.toml"
+
+
+def test_the_reference_is_rendered_from_the_declarations() -> None:
+    assert REFERENCE.read_text() == config_reference.render_reference(), f"stale: {REGENERATE}"
+
+
+def test_the_example_is_rendered_from_the_declarations() -> None:
+    assert EXAMPLE.read_text() == config_reference.render_example(), f"stale: {REGENERATE}"
+
+
+def test_every_key_of_the_example_carries_its_doc_line() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    for table in config.TABLES:
+        for key, opt, _ in table.declared():
+            at = next(i for i, ln in enumerate(lines) if re.match(rf"^(# )?{key} = ", ln))
+            lines_above = " ".join(ln.removeprefix("# ") for ln in lines[max(0, at - 8) : at])
+            assert opt.doc.split()[-1] in lines_above, (table.name, key)
+            del lines[: at + 1]  # keys of the next table come later in the file
+
+
+def test_a_changed_declaration_shows_in_the_rendering() -> None:
+    table = next(t for t in config.TABLES if t.name == "compression")
+    changed = replace(table, intro="A sentence the checked-in reference does not have.")
+    assert "does not have" in config_reference.render_reference((changed,))
+    assert "does not have" not in REFERENCE.read_text()
