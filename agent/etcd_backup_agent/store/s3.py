@@ -1,4 +1,5 @@
-"""The S3 store (AWS S3 or a compatible service); the only module importing boto3/botocore.
+"""The S3 store (AWS S3 or a compatible service); with s3_errors and s3_multipart, the only
+modules importing boto3/botocore.
 
 Behaviour the rest of the agent relies on:
 
@@ -34,22 +35,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 import boto3
 import botocore.session
-from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
     ProfileNotFound,
-    ReadTimeoutError,
-    ResponseStreamingError,
-    SSLError,
 )
 
 from .. import __version__
@@ -60,10 +50,10 @@ from ..errors import (
     StoreAccessDenied,
     StoreError,
     StoreNotFound,
-    StoreUnavailable,
 )
 from ..manifest import OBJECT_SUFFIX
 from .base import Listing, PutResult, StoredObject
+from .s3_errors import BOTO_ERRORS, S3Where, map_error
 from .s3_multipart import MultipartWriter
 
 if TYPE_CHECKING:
@@ -75,38 +65,6 @@ MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 METADATA_KEY = "etcd-backup-agent"
 _MIB = 1024 * 1024
-
-_ACCESS_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "AllAccessDisabled",
-    "AccountProblem",
-    "403",
-}
-_REGION_CODES = {
-    "PermanentRedirect",
-    "AuthorizationHeaderMalformed",
-    "301",
-    "IllegalLocationConstraintException",
-}
-_TRANSIENT_CODES = {
-    "ServiceUnavailable",
-    "SlowDown",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "Throttling",
-    "ThrottlingException",
-    "503",
-    "500",
-    "502",
-    "504",
-}
-_NOT_FOUND_KEY = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-_LOCK_CODES = {"InvalidRequest", "ObjectLockConfigurationNotFoundError", "InvalidBucketState"}
 
 _log = logging.get("etcd-backup-agent.store.s3")
 
@@ -221,69 +179,8 @@ class S3Store:
 
     def _error(self, exc: BaseException, op: str, key: str | None) -> tuple[StoreError, bool]:
         """Map a boto error to (StoreError naming bucket and key, whether it is transient)."""
-        where = f"bucket {self.bucket}" + (f" (key {self.root}{key})" if key is not None else "")
-        cause: BaseException | None = exc
-        while isinstance(cause, Boto3Error) and (cause.__cause__ or cause.__context__):
-            cause = cause.__cause__ or cause.__context__
-        exc = cause or exc
-        if isinstance(exc, StoreError):
-            return exc, False
-        if isinstance(exc, SSLError):
-            return StoreUnavailable(
-                f"{op}: TLS failure talking to {self.endpoint} ({where}); check ca_file "
-                f"and the endpoint's certificate"
-            ), False
-        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ConnectionClosedError):
-            return StoreUnavailable(f"{op}: endpoint unreachable: {self.endpoint} ({where})"), True
-        if isinstance(exc, ReadTimeoutError | IncompleteReadError | ResponseStreamingError):
-            return StoreUnavailable(
-                f"{op}: connection to {self.endpoint} failed mid-transfer ({where})"
-            ), True
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
-            return StoreAccessDenied(
-                f"{op}: access denied to {where}: no usable credentials "
-                f"(credentials_file, profile or the default AWS chain)"
-            ), False
-        if isinstance(exc, ClientError):
-            return self._client_error(exc, op, key, where)
-        if isinstance(exc, BotoCoreError | Boto3Error):
-            return StoreError(f"{op}: {where}: {type(exc).__name__}: {exc}"), False
-        if isinstance(exc, OSError):
-            return StoreError(f"{op}: {where}: {exc.strerror or exc}"), False
-        return StoreError(f"{op}: {where}: {type(exc).__name__}: {exc}"), False
-
-    def _client_error(
-        self, exc: ClientError, op: str, key: str | None, where: str
-    ) -> tuple[StoreError, bool]:
-        err = exc.response.get("Error", {})
-        meta = exc.response.get("ResponseMetadata", {})
-        code = str(err.get("Code") or meta.get("HTTPStatusCode") or "")
-        status = int(meta.get("HTTPStatusCode") or 0)
-        message = str(err.get("Message") or "")[:200]
-        if code == "NoSuchBucket":
-            return StoreNotFound(f"{op}: bucket {self.bucket} does not exist"), False
-        if code in _NOT_FOUND_KEY:
-            return StoreNotFound(f"{op}: {self.root}{key} does not exist in {where}"), False
-        if code in _ACCESS_CODES:
-            # never echo the server's message: some include the string to sign
-            return StoreAccessDenied(f"{op}: access denied to {where}: {code}"), False
-        if code in _REGION_CODES or status == 301:
-            headers = meta.get("HTTPHeaders", {})
-            region = err.get("Region") or headers.get("x-amz-bucket-region") or "another region"
-            return StoreError(
-                f"{op}: {where} is in region {region}, not the configured region "
-                f'{self.settings.region or "(none)"}: set [store.s3] region = "{region}"'
-            ), False
-        if code in ("QuotaExceeded", "EntityTooLarge"):
-            return StoreError(f"{op}: {where}: {code}: {message}"), False
-        if code in _TRANSIENT_CODES or status >= 500:
-            return StoreError(f"{op}: {where}: service unavailable: {code} {message}".strip()), True
-        if code in _LOCK_CODES and "lock" in message.lower():
-            return StoreError(
-                f"{op}: {where}: {code}: {message} (object_lock_mode needs a bucket created "
-                f"with Object Lock enabled)"
-            ), False
-        return StoreError(f"{op}: {where}: {code}: {message}"), False
+        where = S3Where(self.bucket, self.root, self.endpoint, self.settings.region)
+        return map_error(exc, op, key, where)
 
     def _call(self, op: str, key: str | None, fn: Callable[[], T], *, retry: bool = True) -> T:
         """Run ``fn``, retrying transient failures with backoff within retry_max_time."""
@@ -293,7 +190,7 @@ class S3Store:
         while True:
             try:
                 return fn()
-            except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+            except BOTO_ERRORS as exc:
                 error, transient = self._error(exc, op, key)
                 if not (retry and transient) or time.monotonic() + delay > deadline:
                     raise error from None
