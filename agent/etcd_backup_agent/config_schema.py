@@ -645,7 +645,8 @@ class LogSettings:
     format: str = setting(
         STRING,
         "auto",
-        "console on a TTY, JSON lines otherwise (`auto`).",
+        "console on a TTY, JSON lines otherwise (`auto`); every event names its `component`"
+        " (`daemon`, `pipeline`, `store`, `control`, ...).",
         choices=("auto", "json", "console"),
     )
 

@@ -1,4 +1,8 @@
-"""structlog setup: JSON lines off a TTY, readable console output on a TTY; secrets redacted."""
+"""structlog setup: JSON lines off a TTY, readable console output on a TTY; secrets redacted.
+
+Every event names its component (``get("pipeline")``), so one daemon's interleaved lines can
+be told apart.
+"""
 
 from __future__ import annotations
 
@@ -87,5 +91,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     )
 
 
-def get(name: str = "etcd-backup-agent") -> Any:
-    return structlog.get_logger(name)
+def get(component: str = "agent") -> Any:
+    """A logger whose every event carries ``component`` ("daemon", "pipeline", "store"...).
+
+    The component is bound as a field rather than passed as a logger name: the print
+    logger factory drops names, while a field shows in both the JSON and console output.
+    """
+    return structlog.get_logger(component=component)

@@ -66,7 +66,7 @@ MAX_PARTS = 10_000
 METADATA_KEY = "etcd-backup-agent"
 _MIB = 1024 * 1024
 
-_log = logging.get("etcd-backup-agent.store.s3")
+_log = logging.get("store")
 
 
 def part_size_for(size: int, chunk: int) -> int:
