@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -118,3 +119,11 @@ __all__ = [
     "tombstone",
     "write",
 ]
+
+
+def append_trailer(path: Path) -> str:
+    """Append the sha256 of the file to it, as etcd's snapshot stream does; return the hex."""
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    with path.open("ab") as f:
+        f.write(digest)
+    return digest.hex()

@@ -301,23 +301,6 @@ class EtcdSource:
         return StreamResult(size=size, sha256=digest.hexdigest())
 
     @contextmanager
-    def lock(self, name: str, ttl: float) -> Iterator[bool]:
-        """Hold a lease-backed etcd lock ``name`` for the block; yield False when it is taken."""
-        client = self.client()
-        lock = client.lock(name, ttl=max(1, int(ttl)))
-        try:
-            acquired = bool(lock.acquire(timeout=0))
-        except Exception as exc:
-            raise map_grpc_error(exc, self.endpoint, "lock") from None
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                # the lease expires on its own if the release fails
-                with contextlib.suppress(Exception):
-                    lock.release()
-
-    @contextmanager
     def hold_lock(self, key: str, ttl: float, holder: str) -> Iterator[LockGrant]:
         """Try once to take ``key`` under a lease and keep the lease alive for the block.
 

@@ -102,10 +102,6 @@ def next_period_start(policy: Policy, t: datetime) -> datetime:
     return _dt(midnight + DAY + policy.at[0])
 
 
-def same_period(policy: Policy, a: datetime, b: datetime) -> bool:
-    return period_start(policy, a) == period_start(policy, b)
-
-
 def covered(policy: Policy, newest: datetime | None, now: datetime) -> bool:
     """Whether a backup created at ``newest`` covers the period holding ``now``.
 

@@ -16,7 +16,6 @@ from etcd_backup_agent.config import S3Settings
 from etcd_backup_agent.errors import (
     ObjectLocked,
     StoreAccessDenied,
-    StoreError,
     StoreNotFound,
     StoreUnavailable,
 )
@@ -195,36 +194,6 @@ def test_missing_bucket(weed: WeedServer, creds_file: Path) -> None:
     with pytest.raises(StoreNotFound, match="no-such-bucket-here"):
         store.get_bytes("c1/a.json")
     # (SeaweedFS creates a missing bucket on PutObject for an admin identity, so no put here)
-
-
-class _FailingReader:
-    """A stream that raises after ``limit`` bytes, like a sealing stage that breaks."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.sent = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self.sent >= self.limit:
-            raise OSError("upstream stage failed")
-        n = min(n if n >= 0 else MIB, self.limit - self.sent)
-        self.sent += n
-        return b"\0" * n
-
-    def seekable(self) -> bool:
-        return False
-
-
-def test_interrupted_upload_leaves_nothing(weed: WeedServer, bucket: str, creds_file: Path) -> None:
-    store = S3Store(settings_for(weed, bucket, creds_file))
-    key = "c1/broken.db.zst.age"
-    with pytest.raises(StoreError, match="c1/broken"):
-        store.put_fileobj(key, _FailingReader(12 * MIB))  # type: ignore[arg-type]
-    with pytest.raises(StoreNotFound):
-        store.get_bytes(key)
-    client = weed.client()
-    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert [u for u in left if u["Key"].endswith("broken.db.zst.age")] == []
 
 
 def test_sweep_multipart(weed: WeedServer, bucket: str, creds_file: Path) -> None:

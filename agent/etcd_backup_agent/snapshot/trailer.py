@@ -76,20 +76,3 @@ def check_trailer(path: str | os.PathLike[str], known_sha256: str | None = None)
         f"sha256 trailer mismatch: the file changed after it was saved "
         f"(trailer {stored.hex()[:16]}..., content {actual.hex()[:16]}...)",
     )
-
-
-def append_trailer(path: str | os.PathLike[str]) -> str:
-    """Append the sha256 of the file to it (for raw data-dir copies); return the hex digest.
-
-    Refuses a file that already looks like it carries a trailer (size % 512 == 32).
-    """
-    with open(path, "r+b") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size % 512 == TRAILER_SIZE:
-            raise ValueError(f"{os.fspath(path)} already ends with a 32-byte trailer")
-        digest = _sha256_prefix(f.fileno(), size)
-        f.seek(size)
-        f.write(digest)
-        f.flush()
-        os.fsync(f.fileno())
-    return digest.hex()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,10 +74,6 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def iter_keys(listing: Listing, suffix: str) -> Iterator[StoredObject]:
-    return (o for o in listing.objects if o.key.endswith(suffix))
 
 
 class ObjectWriter(Protocol):

@@ -298,28 +298,6 @@ class S3Store:
             raise StoreNotFound(f"{op}: bucket {self.bucket} does not exist") from None
         self._bucket_checked = True
 
-    def put_fileobj(
-        self, key: str, fileobj: BinaryIO, size: int | None = None, *, lock: bool = False
-    ) -> PutResult:
-        """Upload a stream. Seekable streams are retried from their start position; for
-        non-seekable ones pass ``size`` when known so the part size can be chosen."""
-        full = self._full(key)
-        self._check_bucket("upload", key)
-        extra, retain_until, mode = self._extra_args(lock)
-        config = self._transfer_config(size)
-        seekable = fileobj.seekable()
-        start = fileobj.tell() if seekable else 0
-
-        def upload() -> None:
-            if seekable:
-                fileobj.seek(start)
-            self.client.upload_fileobj(fileobj, self.bucket, full, ExtraArgs=extra, Config=config)
-
-        self._call("upload", key, upload, retry=seekable)
-        if size is None:
-            size = fileobj.tell() - start if seekable else self._head_size(key)
-        return PutResult(key=key, size=size, retain_until=retain_until, lock_mode=mode)
-
     def _head_size(self, key: str) -> int:
         head = self._call(
             "head", key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._full(key))
