@@ -5,42 +5,43 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    if isinstance(v, Path):
-        return toml_value(str(v))
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(type(v))
+def _plain(value: Any) -> Any:
+    """``value`` with Paths as strings and tuples as lists, as tomli_w takes them."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
-def to_toml(data: dict[str, dict[str, Any]]) -> str:
-    """Render nested tables (two levels deep, e.g. store.s3) as TOML."""
-    lines: list[str] = []
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, table by table (at any depth)."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        is_table = isinstance(old, Mapping) and isinstance(value, Mapping)
+        out[key] = merge(old, value) if is_table else value  # type: ignore[arg-type]
+    return out
 
-    def table(name: str, body: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, dict)}
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
-        lines.append("")
-        for k, v in body.items():
-            if isinstance(v, dict):
-                table(f"{name}.{k}", v)
 
-    for name, body in data.items():
-        table(name, body)
-    return "\n".join(lines)
+def to_toml(data: Mapping[str, Any]) -> str:
+    """``data`` (tables of values, Paths allowed) as TOML text."""
+    return tomli_w.dumps(_plain(data))
+
+
+def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
+    """The one writer of test configs: ``data`` as TOML in ``path``."""
+    path.write_text(to_toml(data))
+    return path
 
 
 def write_config(
@@ -61,10 +62,7 @@ def write_config(
         "store": {"type": "local", "path": root / "store"},
         "spool": {"dir": root / "spool"},
     }
-    for table, values in (extra or {}).items():
-        data.setdefault(table, {}).update(values)
-    path.write_text(to_toml(data))
-    return path
+    return write_toml(path, merge(data, extra or {}))
 
 
 def agent_env(**overrides: str) -> dict[str, str]:

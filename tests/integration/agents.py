@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.agent_helpers import merge, write_toml
 from tests.servers import LOOPBACK, free_port, stop_process
 
 AGENT_DIR = Path(__file__).resolve().parents[2] / "agent"
@@ -41,55 +44,26 @@ def write_config(
     shutdown_grace: str = "1s",
     store_toml: str | None = None,
 ) -> Path:
-    """Write a complete agent config (local store unless ``store_toml``; loopback only)."""
-    eps = ", ".join(json.dumps(e) for e in endpoints)
+    """Write a complete agent config (local store unless ``store_toml``; loopback only).
+
+    The ``*_extra`` and ``store_toml`` arguments are TOML text, merged into the tables.
+    """
     sock = control_socket or path.parent / (node + ".sock")
-    if store_toml is None:
-        store_toml = f'[store]\ntype = "local"\npath = "{store}"'
-
-    path.write_text(
-        f"""
-[cluster]
-name = "{cluster}"
-node = "{node}"
-
-[etcd]
-endpoints = [{eps}]
-dial_timeout = "3s"
-
-[encryption]
-recipients = ["{recipient}"]
-
-[compression]
-level = {level}
-
-{store_toml}
-
-[spool]
-dir = "{spool}"
-{spool_extra}
-
-[schedule]
-interval = "{interval}"
-retry_backoff = "1s"
-{schedule_extra}
-
-[coordination]
-mode = "{mode}"
-lock_ttl = "3s"
-
-[metrics]
-listen = "{LOOPBACK}:{metrics_port}"
-
-[control]
-socket = "{sock}"
-
-[daemon]
-shutdown_grace = "{shutdown_grace}"
-{extra}
-"""
-    )
-    return path
+    store_table = tomllib.loads(store_toml) if store_toml is not None else {}
+    data: dict[str, Any] = {
+        "cluster": {"name": cluster, "node": node},
+        "etcd": {"endpoints": endpoints, "dial_timeout": "3s"},
+        "encryption": {"recipients": [recipient]},
+        "compression": {"level": level},
+        "store": store_table.pop("store", {"type": "local", "path": store}),
+        "spool": {"dir": spool, **tomllib.loads(spool_extra)},
+        "schedule": {"interval": interval, "retry_backoff": "1s", **tomllib.loads(schedule_extra)},
+        "coordination": {"mode": mode, "lock_ttl": "3s"},
+        "metrics": {"listen": f"{LOOPBACK}:{metrics_port}"},
+        "control": {"socket": sock},
+        "daemon": {"shutdown_grace": shutdown_grace},
+    }
+    return write_toml(path, merge(merge(data, store_table), tomllib.loads(extra)))
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from etcd_backup_agent.cli import main as agent_main
-from tests.agent_helpers import to_toml
+from tests.agent_helpers import write_toml
 from tests.servers import EtcdServer, etcd_bin, put_many
 
 __all__ = ["Backed", "backed", "make_config", "short_dir", "write_config"]
@@ -26,8 +26,7 @@ def short_dir() -> Path:
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
-    path.write_text(to_toml(sections))
-    return path
+    return write_toml(path, sections)
 
 
 def make_config(

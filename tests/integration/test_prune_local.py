@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from etcd_backup_agent.errors import ObjectLocked, StoreError
 from etcd_backup_agent.manifest import Manifest, manifest_key, object_key
 from etcd_backup_agent.retention import prune
 from etcd_backup_agent.store.local import LocalStore
+from tests.agent_helpers import write_toml
 from tests.fake_backups import MemoryStore, fake_manifest
 
 pytestmark = pytest.mark.integration
@@ -141,13 +143,13 @@ def test_object_lock_in_the_store_restores_the_manifest_and_is_counted() -> None
 
 def write_config(path: Path, store_root: Path, retention: str) -> Path:
     recipient = pyrage.x25519.Identity.generate().to_public()
-    path.write_text(
-        f'[cluster]\nname = "c1"\nnode = "n1"\n\n'
-        f'[encryption]\nrecipients = ["{recipient}"]\n\n'
-        f'[store]\ntype = "local"\npath = "{store_root}"\n\n'
-        f"[retention]\n{retention}\n"
-    )
-    return path
+    doc = {
+        "cluster": {"name": "c1", "node": "n1"},
+        "encryption": {"recipients": [str(recipient)]},
+        "store": {"type": "local", "path": store_root},
+        "retention": tomllib.loads(retention),
+    }
+    return write_toml(path, doc)
 
 
 def test_prune_command_dry_run_json_then_for_real(

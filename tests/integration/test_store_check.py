@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
 
 from etcd_backup_agent import cli
+from tests.agent_helpers import write_toml
 from tests.servers import LOOPBACK, WeedServer, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def write_config(path: Path, store: str) -> Path:
+def write_config(path: Path, store: dict[str, Any]) -> Path:
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    path.write_text(
-        f'[cluster]\nname = "c1"\nnode = "n1"\n\n[encryption]\nrecipients = ["{recipient}"]\n\n'
-        + store
-    )
-    return path
+    doc = {"cluster": {"name": "c1", "node": "n1"}, "encryption": {"recipients": [recipient]}}
+    return write_toml(path, doc | {"store": store})
 
 
 def s3_config(tmp_path: Path, endpoint: str, bucket: str, creds: Path) -> Path:
-    return write_config(
-        tmp_path / "config.toml",
-        f'[store]\ntype = "s3"\n\n[store.s3]\nbucket = "{bucket}"\nprefix = "backups"\n'
-        f'endpoint_url = "{endpoint}"\nregion = "us-east-1"\naddressing_style = "path"\n'
-        f'credentials_file = "{creds}"\nprofile = "backup"\nretry_max_time = "1s"\n',
-    )
+    s3 = {
+        "bucket": bucket,
+        "prefix": "backups",
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "addressing_style": "path",
+        "credentials_file": creds,
+        "profile": "backup",
+        "retry_max_time": "1s",
+    }
+    return write_config(tmp_path / "config.toml", {"type": "s3", "s3": s3})
 
 
 def test_store_check_s3_ok(
@@ -76,7 +80,7 @@ def test_store_check_s3_access_denied(
 
 def test_store_check_local(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "backups"
-    config = write_config(tmp_path / "config.toml", f'[store]\ntype = "local"\npath = "{root}"\n')
+    config = write_config(tmp_path / "config.toml", {"type": "local", "path": root})
     assert cli.main(["store", "check", "--config", str(config)]) == 0
     assert "store check: OK" in capsys.readouterr().out
     assert list((root / "c1").iterdir()) == []
