@@ -3,7 +3,7 @@ native restore of the newest backup from S3 (SeaweedFS on loopback) end to end.
 
 The snapshot is generated once with etcd 3.5.1 (bench/bench_native_db.py's generator) and
 cached outside the repository. The agent runs without any etcd binary reachable
-(tests/nobinaries). Wall time and peak RSS of the whole process tree (bench.common.measure);
+(tests/no_binaries.py). Wall time and peak RSS of the whole process tree (bench.common.measure);
 ``etcdutl snapshot status`` of the restored dbs must agree. Page cache warm (each restore
 reads the same file).
 
@@ -27,7 +27,7 @@ from bench.bench_backup import s3_store
 from bench.bench_native_db import CACHE, generate
 from bench.common import Run, machine, measure
 from tests.agent_helpers import agent_env, write_config
-from tests.nobinaries import base_python, isolated_env
+from tests.no_binaries import base_python, isolated_env
 from tests.servers import EtcdServer, etcd_bin, etcdutl_status, free_port
 
 

