@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_verify import cpu_model, timed
+from bench.common import fill_in_workers, machine, print_timings, timed
 from tests.servers import LOOPBACK, EtcdServer
 
 BATCH = 128
@@ -95,17 +94,7 @@ def generate(path: Path, size_mb: int, value_size: int, workers: int) -> None:
         server = EtcdServer(tmp / "etcd-data").start()
         try:
             t0 = time.perf_counter()
-            per = (keys + workers - 1) // workers
-            procs = []
-            for w in range(workers):
-                args = (server.client_port, w, w * per, min(keys, (w + 1) * per), value_size)
-                p = multiprocessing.Process(target=_fill_worker, args=args)
-                p.start()
-                procs.append(p)
-            for p in procs:
-                p.join()
-                if p.exitcode != 0:
-                    raise RuntimeError(f"fill worker exited with {p.exitcode}")
+            fill_in_workers(_fill_worker, server.client_port, keys, value_size, workers)
             print(f"filled {keys} keys in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             part = path.with_name(path.name + ".part")
             server.ctl("snapshot", "save", str(part))
@@ -141,21 +130,17 @@ def main() -> int:
             rows[name].append((wall, rss))
             if name == "inspect":
                 report = json.loads(out)
-    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()} (shared with other jobs)")
+    print(f"machine: {machine()} (shared with other jobs)")
     print(
         f"snapshot: {snap.stat().st_size} bytes, {report.get('revisions')} revisions, "
         f"{report.get('objects')} live objects, {report.get('tombstones')} tombstones, "
         f"{len(report.get('resources', []))} resources, spilled {report.get('spilled_bytes')} B\n"  # type: ignore[arg-type]
     )
-    print(f"| command | wall s (best of {opts.runs}) | wall s (median) | peak RSS MB |")
-    print("|---|---|---|---|")
-    for name, label in (
-        ("verify", "etcd-backup-agent verify FILE -w json"),
-        ("inspect", "etcd-backup-agent inspect --snapshot FILE --json"),
-    ):
-        walls = sorted(w for w, _ in rows[name])
-        rss = max(r for _, r in rows[name]) / 1024
-        print(f"| {label} | {walls[0]:.2f} | {walls[len(walls) // 2]:.2f} | {rss:.0f} |")
+    labels = {
+        "verify": "etcd-backup-agent verify FILE -w json",
+        "inspect": "etcd-backup-agent inspect --snapshot FILE --json",
+    }
+    print_timings("command", rows, labels, opts.runs)
     ratio = min(w for w, _ in rows["inspect"]) / min(w for w, _ in rows["verify"])
     print(f"\ninspect / verify wall ratio (best runs): {ratio:.2f} (target <= 2)")
     return 0

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_verify import fill, timed
-from bench.common import machine
+from bench.bench_verify import fill
+from bench.common import machine, timed
 from tests.servers import EtcdServer, etcd_bin
 
 CACHE = Path("/var/tmp/eba-bench-native-db")

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import fill_in_workers, machine, print_timings, timed
 from tests.servers import LOOPBACK, EtcdServer, etcd_bin
 
 BATCH = 128  # etcd's default --max-txn-ops
@@ -48,41 +46,7 @@ def _fill_worker(port: int, worker: int, start: int, stop: int, value_size: int)
 
 def fill(server: EtcdServer, keys: int, value_size: int, workers: int) -> None:
     """Write ``keys`` keys with ~value_size random bytes each, from ``workers`` processes."""
-    per = (keys + workers - 1) // workers
-    procs = []
-    for w in range(workers):
-        args = (server.client_port, w, w * per, min(keys, (w + 1) * per), value_size)
-        p = multiprocessing.Process(target=_fill_worker, args=args)
-        p.start()
-        procs.append(p)
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"fill worker exited with {p.exitcode}")
-
-
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS kB, stdout)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        t0 = time.perf_counter()
-        r = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", tf.name, *cmd],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        wall = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
-        rss_kb = int(Path(tf.name).read_text().strip().splitlines()[-1])
-    return wall, rss_kb, r.stdout
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    fill_in_workers(_fill_worker, server.client_port, keys, value_size, workers)
 
 
 def main() -> int:
@@ -123,18 +87,14 @@ def main() -> int:
                 rows[name].append((wall, rss))
                 outputs[name] = json.loads(out)
         same = outputs["etcdutl"] == outputs["verify"]
-        print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; python {platform.python_version()}")
+        print(f"machine: {machine()}")
         print(f"snapshot: {size} bytes; etcdutl JSON: {json.dumps(outputs['etcdutl'])}")
         print(f"identical JSON: {same}\n")
-        print(f"| tool | wall s (best of {opts.runs}) | wall s (median) | peak RSS MB |")
-        print("|---|---|---|---|")
-        for name, label in (
-            ("etcdutl", "etcdutl snapshot status -w json"),
-            ("verify", "etcd-backup-agent verify -w json"),
-        ):
-            walls = sorted(w for w, _ in rows[name])
-            rss = max(r for _, r in rows[name]) / 1024
-            print(f"| {label} | {walls[0]:.2f} | {walls[len(walls) // 2]:.2f} | {rss:.0f} |")
+        labels = {
+            "etcdutl": "etcdutl snapshot status -w json",
+            "verify": "etcd-backup-agent verify -w json",
+        }
+        print_timings("tool", rows, labels, opts.runs)
         ratio = min(w for w, _ in rows["verify"]) / min(w for w, _ in rows["etcdutl"])
         print(f"\nverify / etcdutl wall ratio (best runs): {ratio:.2f}")
         if opts.keep and opts.snapshot is None:

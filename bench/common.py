@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,3 +125,54 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> Run:
     stop.set()
     t.join()
     return Run(seconds, peak / 1024, proc.returncode, out, err)
+
+
+def fill_in_workers(
+    worker: Callable[[int, int, int, int, int], None],
+    port: int,
+    keys: int,
+    value_size: int,
+    workers: int,
+) -> None:
+    """Run ``worker(port, index, first_key, stop_key, value_size)`` in ``workers`` processes,
+    splitting ``keys`` between them; raise if one fails."""
+    per = (keys + workers - 1) // workers
+    procs = []
+    for w in range(workers):
+        args = (port, w, w * per, min(keys, (w + 1) * per), value_size)
+        p = multiprocessing.Process(target=worker, args=args)
+        p.start()
+        procs.append(p)
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"fill worker exited with {p.exitcode}")
+
+
+def timed(cmd: list[str]) -> tuple[float, int, str]:
+    """Run ``cmd`` under /usr/bin/time: (wall seconds, peak RSS kB, stdout)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", tf.name, *cmd],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+        rss_kb = int(Path(tf.name).read_text().strip().splitlines()[-1])
+    return wall, rss_kb, r.stdout
+
+
+def print_timings(
+    what: str, rows: dict[str, list[tuple[float, int]]], labels: dict[str, str], runs: int
+) -> None:
+    """A markdown table: per command, best and median wall time and peak RSS of ``runs``."""
+    print(f"| {what} | wall s (best of {runs}) | wall s (median) | peak RSS MB |")
+    print("|---|---|---|---|")
+    for name, label in labels.items():
+        walls = sorted(w for w, _ in rows[name])
+        rss = max(r for _, r in rows[name]) / 1024
+        print(f"| {label} | {walls[0]:.2f} | {walls[len(walls) // 2]:.2f} | {rss:.0f} |")
