@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..snapshot.bolt import PAGE_HEADER_SIZE, BoltFile
+from ..snapshot.kv_proto import kv_parts_slow
 from .k8s_values import ENC_MAGIC, ENCODINGS, encoding_of, encrypted_marker
 from .tree import Bucket, find_bucket, leaf_pages
 
@@ -63,49 +64,6 @@ _SMALL_VARINTS = {bytes((n,)): n for n in range(128)} | {
     bytes((lo | 0x80, hi)): lo | hi << 7 for hi in range(1, 128) for lo in range(128)
 }
 _TAIL = struct.Struct(">BIB")
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-
-
-def kv_parts_slow(v: bytes) -> tuple[bytes, int, int]:
-    """(key, value offset, value size) of an mvccpb.KeyValue in any field order."""
-    key = b""
-    voff = vlen = 0
-    i, n = 0, len(v)
-    while i < n:
-        tag, i = _read_varint(v, i)
-        wire = tag & 7
-        if wire == 0:
-            _, i = _read_varint(v, i)
-        elif wire == 2:
-            size, i = _read_varint(v, i)
-            if i + size > n:
-                raise ValueError("truncated KeyValue field")
-            if tag >> 3 == 1:
-                key = v[i : i + size]
-            elif tag >> 3 == 5:
-                voff, vlen = i, size
-            i += size
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire} in a KeyValue")
-    if i > n:
-        raise ValueError("truncated KeyValue")
-    return key, voff, vlen
 
 
 def kv_parts(v: bytes) -> tuple[bytes, int, int]:

@@ -12,6 +12,7 @@ import google_crc32c
 from ..errors import VerificationError
 from .bolt import BUCKET_LEAF_FLAG, BoltError, BoltFile
 from .check import Leaf, Problem, Scanner
+from .kv_proto import kv_parts_slow
 
 RULES = ("auto", "3.5", "3.6")
 KEY_BUCKET = b"key"
@@ -66,45 +67,9 @@ def parse_semver(raw: bytes) -> str:
     return out
 
 
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
 def kv_key(value: bytes) -> bytes:
     """Field 1 (``key``) of an mvccpb.KeyValue message; raise ValueError if malformed."""
-    i = 0
-    found = b""
-    n = len(value)
-    while i < n:
-        tag, i = _read_varint(value, i)
-        wire = tag & 7
-        if wire == 0:
-            _, i = _read_varint(value, i)
-        elif wire == 2:
-            size, i = _read_varint(value, i)
-            if i + size > n:
-                raise ValueError("truncated field")
-            if tag >> 3 == 1:
-                found = value[i : i + size]
-            i += size
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if i > n:
-        raise ValueError("truncated field")
-    return found
+    return kv_parts_slow(value)[0]
 
 
 class StatusSink:
