@@ -36,6 +36,7 @@ def stock(tool: str) -> str:
     return path
 
 
+@pytest.mark.integration
 def test_identity_decrypts_what_stock_age_encrypts_for_the_printed_recipient(
     tmp_path: Path,
 ) -> None:

@@ -173,6 +173,7 @@ def promtool() -> str:
     return path
 
 
+@pytest.mark.integration
 def test_promtool_check_rules() -> None:
     result = subprocess.run(
         [promtool(), "check", "rules", str(RULES)], check=False, capture_output=True, text=True
@@ -181,6 +182,7 @@ def test_promtool_check_rules() -> None:
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass() -> None:
     result = subprocess.run(
         [promtool(), "test", "rules", str(RULE_TESTS)],
@@ -203,6 +205,7 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
         assert "\n" in cases, f"{alert}: no case where it must fire"
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     """Loosen one rule: its test must now fail, so the suite above protects behaviour."""
     shutil.copy(RULE_TESTS, tmp_path / "tests.yml")
@@ -277,6 +280,7 @@ def test_metric_name_check_can_fail() -> None:
     assert metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[1m])))") == {"x_bucket"}
 
 
+@pytest.mark.integration
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """promtool parses every dashboard query (as recording rules; variables substituted)."""
     lines = ["groups:", "  - name: dashboard", "    rules:"]

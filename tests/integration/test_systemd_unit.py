@@ -18,7 +18,10 @@ DROPINS = sorted((ROOT / "systemd" / "examples").glob("*.conf"))
 MAX_EXPOSURE = 2.5
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed"),
+]
 
 
 def _unit_with_fake_binary(tmp_path: Path, dropins: Sequence[Path] = ()) -> Path:

@@ -80,6 +80,7 @@ def test_every_metric_is_exposed_with_cluster_label_and_both_results() -> None:
     assert not any(s.name.endswith("_created") for f in families.values() for s in f.samples)
 
 
+@pytest.mark.integration
 def test_exposition_passes_promtool() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -234,6 +234,7 @@ def incompressible_db() -> bytes:
     return data
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("keep", [False, True])
 def test_a_store_failing_mid_stream_keeps_a_sealed_copy_only_when_asked(
     tmp_path: Path, keep: bool, age_identity: tuple[Path, str]
@@ -264,6 +265,7 @@ def test_a_store_failing_mid_stream_keeps_a_sealed_copy_only_when_asked(
     assert waiting[0].manifest.object_size == waiting[0].object_path.stat().st_size
 
 
+@pytest.mark.integration
 def test_sealing_into_the_spool_frees_the_raw_copy_as_it_goes(
     tmp_path: Path, age_identity: tuple[Path, str]
 ) -> None:

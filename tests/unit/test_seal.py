@@ -24,6 +24,7 @@ def payload(tmp_path: Path) -> Path:
     return p
 
 
+@pytest.mark.integration
 def test_stock_age_and_zstd_read_sealed_file(
     tmp_path: Path, payload: Path, age_identity: tuple[Path, str]
 ) -> None:
