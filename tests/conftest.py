@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -9,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import EtcdServer
+from tests.servers import EtcdServer, etcd_cluster
+
+# Fixtures that start a stock binary (etcd, weed, age-keygen): a test using one, directly or
+# through another fixture, runs a stock binary and so is an integration test.
+STOCK_FIXTURES = frozenset({"etcd", "cluster", "weed", "own_weed", "age_identity"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if STOCK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -19,6 +30,26 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AWS_* variable of the developer's shell may steer a test's S3 client."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[EtcdServer]]:
+    """A three-member etcd cluster on loopback, each member stopped by its pid."""
+    (tmp_path / "etcd").mkdir()
+    members = etcd_cluster(tmp_path / "etcd", 3)
+    try:
+        yield members
+    finally:
+        for m in members:
+            m.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,12 +13,15 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from etcd_backup_agent.manifest import parse_time
 from tests.agent_helpers import merge, write_toml
 from tests.servers import LOOPBACK, free_port, stop_process
 
@@ -184,3 +188,24 @@ def manifests(store: Path, cluster: str = "test") -> list[dict[str, object]]:
     if not d.is_dir():
         return []
     return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def backups_per_period(store: Path, interval: float) -> Counter[int]:
+    """Backups per period index, from the manifests' created_at (second precision).
+
+    Period boundaries are whole seconds, so truncating created_at to the second never
+    moves a backup into another period.
+    """
+    return Counter(
+        math.floor(parse_time(str(m["created_at"])).timestamp() / interval)
+        for m in manifests(store)
+    )

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.agents import Agent
 from tests.servers import WeedServer
-
-
-@pytest.fixture(autouse=True)
-def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AWS_* variable of the developer's shell may steer a test's S3 client."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +47,14 @@ def lock_bucket(weed: WeedServer) -> str:
 def creds_file(weed: WeedServer, tmp_path: Path) -> Path:
     """An AWS shared credentials file for the server, mode 0600."""
     return weed.credentials_file(tmp_path / "credentials", profile="backup")
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    """Agents a test starts (append them); each is stopped by its pid at the end."""
+    started: list[Agent] = []
+    try:
+        yield started
+    finally:
+        for a in started:
+            a.stop()

@@ -4,52 +4,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from etcd_backup_agent.manifest import parse_time
-from tests.integration.agents import Agent, manifests, new_agent
-from tests.servers import EtcdServer, etcd_cluster
+from tests.integration.agents import Agent, backups_per_period, manifests, new_agent, wait_for
+from tests.servers import EtcdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 INTERVAL = 3  # seconds; periods are [k*3, k*3+3) in Unix time
 LOCK_TTL = 3
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[EtcdServer]]:
-    (tmp_path / "etcd").mkdir()
-    members = etcd_cluster(tmp_path / "etcd", 3)
-    try:
-        yield members
-    finally:
-        for m in members:
-            m.stop()
-
-
-def periods(store: Path) -> Counter[int]:
-    """Backups per period index, from the manifests' created_at (second precision).
-
-    Period boundaries are whole seconds, so truncating created_at to the second never
-    moves a backup into another period.
-    """
-    return Counter(
-        math.floor(parse_time(str(m["created_at"])).timestamp() / INTERVAL)
-        for m in manifests(store)
-    )
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_exactly_one_backup_per_period_across_agents_and_failover(
@@ -72,9 +38,9 @@ def test_exactly_one_backup_per_period_across_agents_and_failover(
             )
             agents.append(agent.start())
         wait_for(lambda: manifests(store), 30, "a first backup")
-        first = min(periods(store))
+        first = min(backups_per_period(store, INTERVAL))
         time.sleep(5 * INTERVAL + 0.5)
-        counts = periods(store)
+        counts = backups_per_period(store, INTERVAL)
         now_period = math.floor(time.time() / INTERVAL)
         full = range(first, now_period)  # periods that ended while all agents ran
         # safety: the lock plus the store re-check inside it never allows two
@@ -105,7 +71,7 @@ def test_exactly_one_backup_per_period_across_agents_and_failover(
 
         # the victim's lease may hold the lock for up to its ttl, then within one period
         wait_for(survivor_backed_up, LOCK_TTL + 2 * INTERVAL + 10, "a survivor's backup")
-        counts = periods(store)
+        counts = backups_per_period(store, INTERVAL)
         assert max(counts.values()) == 1, counts
         assert all(a.alive() for a in agents if a is not victim)
     finally:
@@ -135,7 +101,7 @@ def test_leader_member_mode_backs_up_only_next_to_the_leader(
         wait_for(lambda: len(manifests(store)) >= 2, 30, "two backups")
         nodes = {str(m["node"]) for m in manifests(store)}
         assert len(nodes) == 1, nodes  # no leader change happens in this test
-        assert max(periods(store).values()) == 1
+        assert max(backups_per_period(store, INTERVAL).values()) == 1
         for a in agents:
             s = a.scrape()
             is_leader = s[("etcd_backup_is_leader", ())] == 1

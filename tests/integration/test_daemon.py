@@ -8,27 +8,16 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from etcd_backup_agent.manifest import parse_time
-from tests.integration.agents import Agent, manifests, new_agent
+from tests.integration.agents import Agent, manifests, new_agent, wait_for
 from tests.servers import EtcdServer, _client, put_many
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    try:
-        yield started
-    finally:
-        for a in started:
-            a.stop()
 
 
 def base_config(tmp_path: Path, etcd: EtcdServer, recipient: str) -> dict[str, object]:
@@ -38,15 +27,6 @@ def base_config(tmp_path: Path, etcd: EtcdServer, recipient: str) -> dict[str, o
         "store": tmp_path / "store",
         "spool": tmp_path / "spool",
     }
-
-
-def wait_for(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(cond) and cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def spool_files(spool: Path) -> list[Path]:

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +22,13 @@ import pytest
 
 from etcd_backup_agent.control import client
 from tests.agent_helpers import run_agent
-from tests.integration.agents import Agent, manifests, new_agent
+from tests.integration.agents import Agent, manifests, new_agent, wait_for
 from tests.integration.test_control import _raw
 from tests.integration.test_daemon import put_large
 from tests.integration.test_daemon_s3 import BUCKET, PREFIX, s3_store_toml
 from tests.servers import EtcdServer, WeedServer, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    try:
-        yield started
-    finally:
-        for a in started:
-            a.stop()
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def local(tmp_path: Path, etcd: EtcdServer, recipient: str) -> dict[str, Any]:

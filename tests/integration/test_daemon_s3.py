@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agents import Agent, new_agent
+from tests.integration.agents import Agent, new_agent, wait_for
 from tests.servers import EtcdServer, WeedServer, _client
 
 pytestmark = pytest.mark.integration
@@ -33,16 +33,6 @@ def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
         if server.proc is not None and server.proc.poll() is None:
             os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    try:
-        yield started
-    finally:
-        for a in started:
-            a.stop()
 
 
 def s3_store_toml(weed: WeedServer, creds: Path, **extra: str) -> str:
@@ -102,15 +92,6 @@ def spool_files(spool: Path) -> list[Path]:
     if not spool.exists():
         return []
     return [p for p in spool.rglob("*") if p.is_file() and p.name != ".lock"]
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_backups_wait_in_the_spool_while_s3_is_down_and_all_reach_it(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +9,6 @@ import pytest
 
 from tests.reliability import counters
 from tests.reliability.harness import AgentPool
-
-
-@pytest.fixture(autouse=True)
-def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AWS_* variable of the developer's shell may steer a test's S3 client."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.agent_helpers import run_agent
-from tests.integration.agents import Agent, new_agent
+from tests.integration.agents import Agent, new_agent, wait_for
 from tests.reliability.checker import Ledger, StoreCheck, StoreView, check_store
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def events(agent: Agent, name: str) -> list[dict[str, Any]]:

@@ -11,41 +11,20 @@ import math
 import os
 import random
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from etcd_backup_agent.manifest import parse_time
-from tests.integration.agents import Agent, manifests
+from tests.integration.agents import Agent, backups_per_period, manifests
 from tests.reliability import counters
 from tests.reliability.checker import Ledger, LocalView, check_store
 from tests.reliability.harness import AgentPool, wait_for
-from tests.servers import EtcdServer, etcd_cluster
+from tests.servers import EtcdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
 PERIODS = int(os.environ.get("RELIABILITY_CLUSTER_PERIODS", "100"))
 INTERVAL = 2
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[EtcdServer]]:
-    (tmp_path / "etcd").mkdir()
-    members = etcd_cluster(tmp_path / "etcd", 3)
-    try:
-        yield members
-    finally:
-        for m in members:
-            m.stop()
-
-
-def per_period(store: Path) -> Counter[int]:
-    return Counter(
-        math.floor(parse_time(str(m["created_at"])).timestamp() / INTERVAL)
-        for m in manifests(store)
-    )
 
 
 def test_cluster_soak_with_random_kills(
@@ -68,7 +47,7 @@ def test_cluster_soak_with_random_kills(
         a.config.write_text(a.config.read_text().replace('lock_ttl = "3s"', 'lock_ttl = "2s"'))
         agents.append(a.start())
     wait_for(lambda: manifests(store), 60, "a first backup")
-    first = min(per_period(store)) + 1
+    first = min(backups_per_period(store, INTERVAL)) + 1
     rng = random.Random(20261201)
     end = time.monotonic() + PERIODS * INTERVAL
     kills = 0
@@ -88,7 +67,7 @@ def test_cluster_soak_with_random_kills(
             m.start()
         kills += 1
     last = math.floor(time.time() / INTERVAL) - 1
-    counts = per_period(store)
+    counts = backups_per_period(store, INTERVAL)
     doubles = {k: n for k, n in counts.items() if n > 1}
     assert not doubles, f"periods with two backups: {doubles}"
     missed = [k for k in range(first, last) if counts[k] == 0]
