@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..snapshot.kv_proto import read_varint
+
 PROTO_MAGIC = b"k8s\x00"
 ENC_MAGIC = b"k8s:enc:"
 
@@ -89,21 +91,6 @@ def encrypted_marker(value: bytes) -> EncryptedMarker | None:
 
 
 # --- a minimal protobuf wire reader ----------------------------------------------------
-
-
-def read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    """(value, next index); ValueError when truncated or longer than 10 bytes."""
-    result = shift = 0
-    n = len(buf)
-    while True:
-        if i >= n or shift > 63:
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
 
 
 def fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:

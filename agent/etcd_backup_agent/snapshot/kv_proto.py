@@ -2,16 +2,18 @@
 
 Shared by the snapshot status (which needs each revision's key) and the keyspace analysis
 (which also needs where the value lies); the analysis has a faster path for the field order
-etcd writes and falls back to this walk.
+etcd writes and falls back to this walk; its Kubernetes value reader uses ``read_varint``.
 """
 
 from __future__ import annotations
 
 
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+def read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    """(value, next index); ValueError when truncated or longer than 10 bytes."""
     result = shift = 0
+    n = len(buf)
     while True:
-        if i >= len(buf) or shift > 63:
+        if i >= n or shift > 63:
             raise ValueError("truncated varint")
         b = buf[i]
         i += 1
@@ -27,12 +29,12 @@ def kv_parts_slow(v: bytes) -> tuple[bytes, int, int]:
     voff = vlen = 0
     i, n = 0, len(v)
     while i < n:
-        tag, i = _read_varint(v, i)
+        tag, i = read_varint(v, i)
         wire = tag & 7
         if wire == 0:
-            _, i = _read_varint(v, i)
+            _, i = read_varint(v, i)
         elif wire == 2:
-            size, i = _read_varint(v, i)
+            size, i = read_varint(v, i)
             if i + size > n:
                 raise ValueError("truncated KeyValue field")
             if tag >> 3 == 1:
