@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PKGS := age zstd prometheus lintian binutils python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv demo test lint typecheck pytest deb bench clean
+.PHONY: setup apt venv demo test lint typecheck pytest deb bench clean config-docs
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +41,10 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# after changing a config key (agent/etcd_backup_agent/config_schema.py)
+config-docs:
+	PYTHONPATH=agent $(BIN)/python -m etcd_backup_agent.config_reference docs/config.md config/example.toml
 
 deb: setup
 	bash packaging/build-deb.sh

@@ -1,7 +1,8 @@
 """docs/config.md and config/example.toml, rendered from the key declarations.
 
-Run ``python -m etcd_backup_agent.config_reference docs/config.md config/example.toml`` after
-changing a key; tests/unit/test_config_reference.py fails while either file is stale.
+Run ``make config-docs`` (``python -m etcd_backup_agent.config_reference docs/config.md
+config/example.toml``) after changing a key; tests/unit/test_config_reference.py fails while
+either file is stale.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ Rules that hold for every table:
 
 This page is generated from the key declarations in
 `agent/etcd_backup_agent/config_schema.py` (the same ones the loader reads with) by
-`python -m etcd_backup_agent.config_reference docs/config.md config/example.toml`;
-`tests/unit/test_config_reference.py` fails when it is stale.
+`make config-docs`; `tests/unit/test_config_reference.py` fails when it is stale.
 """
 
 _EXAMPLE_HEAD = """\

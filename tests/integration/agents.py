@@ -14,7 +14,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def write_config(
     node: str = "n1",
     interval: str = "2s",
     mode: str = "none",
-    extra: str = "",
+    extra: str | Mapping[str, Any] = "",
     schedule_extra: str = "",
     spool_extra: str = "",
     level: int = 1,
@@ -50,7 +50,8 @@ def write_config(
 ) -> Path:
     """Write a complete agent config (local store unless ``store_toml``; loopback only).
 
-    The ``*_extra`` and ``store_toml`` arguments are TOML text, merged into the tables.
+    ``extra`` (tables, or TOML text), ``*_extra`` and ``store_toml`` (TOML text) are merged
+    into the tables.
     """
     sock = control_socket or path.parent / (node + ".sock")
     store_table = tomllib.loads(store_toml) if store_toml is not None else {}
@@ -67,7 +68,8 @@ def write_config(
         "control": {"socket": sock},
         "daemon": {"shutdown_grace": shutdown_grace},
     }
-    return write_toml(path, merge(merge(data, store_table), tomllib.loads(extra)))
+    tables = tomllib.loads(extra) if isinstance(extra, str) else extra
+    return write_toml(path, merge(merge(data, store_table), tables))
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_daemon_warns_about_a_lost_encryption_config_and_serves_the_bundle(
         spool=tmp_path / "spool",
         interval="1h",
         control_socket=sock,
-        extra=f'\n[bundle]\nroot = "{node.root}"\n',
+        extra={"bundle": {"root": node.root}},
     ).start()
     try:
         agent.wait_log("backup stored", timeout=60)

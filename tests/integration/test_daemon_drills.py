@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,21 +79,15 @@ def drills(samples: Samples, result: str, kind: str) -> float:
     return samples.get(("etcd_backup_drills_total", (("kind", kind), ("result", result))), 0.0)
 
 
-def drill_config(tmp_path: Path, identity: Path | None, interval: str = "2s") -> str:
-    lines = [
-        "[restore]",
-        f'etcdutl = "{etcd_bin("etcdutl")}"',
-        f'work_dir = "{tmp_path / "work"}"',
-        "",
-        "[drill]",
-        f'interval = "{interval}"',
-        f'etcd = "{etcd_bin("etcd")}"',
-        "sample_keys = 10",
-    ]
+def drill_config(tmp_path: Path, identity: Path | None, interval: str = "2s") -> dict[str, Any]:
+    drill: dict[str, Any] = {"interval": interval, "etcd": etcd_bin("etcd"), "sample_keys": 10}
     if identity is not None:
-        lines.append(f'identity_file = "{identity}"')
+        drill["identity_file"] = identity
     (tmp_path / "work").mkdir(exist_ok=True)
-    return "\n".join(lines) + "\n"
+    return {
+        "restore": {"etcdutl": etcd_bin("etcdutl"), "work_dir": tmp_path / "work"},
+        "drill": drill,
+    }
 
 
 def base(tmp_path: Path, etcd: EtcdServer, recipient: str) -> dict[str, object]:

@@ -105,7 +105,7 @@ def test_the_unknown_key_check_can_fail(key: str) -> None:
     assert not documented_keys(text) <= config.accepted_keys()
 
 
-REGENERATE = "python -m etcd_backup_agent.config_reference docs/config.md config/example.toml"
+REGENERATE = "make config-docs"
 
 
 def test_the_reference_is_rendered_from_the_declarations() -> None:
