@@ -332,6 +332,18 @@ def running_etcd(base: Path, **kwargs: object) -> Iterator[EtcdServer]:
         server.stop()
 
 
+def put_large(server: EtcdServer, megabytes: int) -> None:
+    """Half-random 1 MiB values: quick to write, slow to compress at level 19, and a snapshot
+    stream and an upload that take a moment."""
+    client = _client(server)
+    try:
+        for i in range(megabytes):
+            value = b"".join(os.urandom(4096) + b"a" * 4096 for _ in range(127))
+            client.put(f"/big/{i:05d}", value)
+    finally:
+        client.close()
+
+
 def put_many(
     server: EtcdServer,
     count: int,

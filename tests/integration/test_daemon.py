@@ -15,7 +15,7 @@ import pytest
 
 from etcd_backup_agent.manifest import parse_time
 from tests.integration.agents import Agent, manifests, new_agent, wait_for
-from tests.servers import EtcdServer, _client, put_many
+from tests.servers import EtcdServer, put_large, put_many
 
 pytestmark = pytest.mark.integration
 
@@ -144,19 +144,6 @@ def test_sighup_keeps_the_old_config_when_broken_and_applies_a_valid_one(
     assert agent.scrape()[("etcd_backup_expected_interval_seconds", ())] == 7200
     agent.signal(signal.SIGTERM)
     assert agent.wait(30) == 0
-
-
-def put_large(etcd: EtcdServer, megabytes: int) -> None:
-    """Half-random 1 MiB values: quick to write, slow to compress at level 19."""
-    import os
-
-    client = _client(etcd)
-    try:
-        for i in range(megabytes):
-            value = b"".join(os.urandom(4096) + b"a" * 4096 for _ in range(127))
-            client.put(f"/big/{i:05d}", value)
-    finally:
-        client.close()
 
 
 def test_sigterm_cancels_a_large_backup_after_the_grace(

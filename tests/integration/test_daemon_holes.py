@@ -24,9 +24,8 @@ from etcd_backup_agent.control import client
 from tests.agent_helpers import run_agent
 from tests.integration.agents import Agent, manifests, new_agent, wait_for
 from tests.integration.test_control import _raw
-from tests.integration.test_daemon import put_large
 from tests.integration.test_daemon_s3 import BUCKET, PREFIX, s3_store_toml
-from tests.servers import EtcdServer, WeedServer, free_port
+from tests.servers import EtcdServer, WeedServer, free_port, put_large
 
 pytestmark = pytest.mark.integration
 

@@ -37,24 +37,13 @@ from tests.reliability.harness import (
     stored_ids,
     wait_for,
 )
-from tests.servers import EtcdServer, WeedServer, _client, free_port, put_many
+from tests.servers import EtcdServer, WeedServer, free_port, put_large, put_many
 
 pytestmark = pytest.mark.integration
 
 # How long the store stays down in the outage test; operators may run it for minutes.
 STORE_OUTAGE = float(os.environ.get("RELIABILITY_STORE_OUTAGE", "20"))
 RETENTION = "[retention]\nkeep_last = 3\n"
-
-
-def put_large(etcd: EtcdServer, megabytes: int) -> None:
-    """Half-random 1 MiB values: a snapshot stream and an upload that take a moment."""
-    client = _client(etcd)
-    try:
-        for i in range(megabytes):
-            value = b"".join(os.urandom(4096) + b"a" * 4096 for _ in range(127))
-            client.put(f"/big/{i:05d}", value)
-    finally:
-        client.close()
 
 
 def local_config(
