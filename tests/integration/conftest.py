@@ -1,8 +1,11 @@
-"""Integration fixtures: one SeaweedFS S3 server per session, buckets per test."""
+"""Integration fixtures: one SeaweedFS S3 server per session and buckets per test; a server
+of its own for a test that stops it; the agents a test starts."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +50,19 @@ def lock_bucket(weed: WeedServer) -> str:
 def creds_file(weed: WeedServer, tmp_path: Path) -> Path:
     """An AWS shared credentials file for the server, mode 0600."""
     return weed.credentials_file(tmp_path / "credentials", profile="backup")
+
+
+@pytest.fixture
+def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
+    """A SeaweedFS server for one test (the test stops, pauses or restarts it by pid)."""
+    server = WeedServer(tmp_path / "weed")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)  # a paused server cannot stop
+        server.stop()
 
 
 @pytest.fixture

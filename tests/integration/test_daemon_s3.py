@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,10 @@ PREFIX = "backups"
 
 
 @pytest.fixture
-def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
-    """A SeaweedFS server for one test, with its bucket; stopped (or resumed) by pid."""
-    server = WeedServer(tmp_path / "weed")
-    server.start()
-    try:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
+def own_weed(own_weed: WeedServer) -> WeedServer:
+    """The per-test SeaweedFS server (conftest), with this module's bucket."""
+    own_weed.client().create_bucket(Bucket=BUCKET)
+    return own_weed
 
 
 def s3_store_toml(weed: WeedServer, creds: Path, **extra: str) -> str:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,6 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "backups"
 CLUSTER = "test"
-
-
-@pytest.fixture
-def own_weed(tmp_path: Path) -> Iterator[WeedServer]:
-    """A SeaweedFS server for one test (the test stops, kills or restarts it by pid)."""
-    server = WeedServer(tmp_path / "weed")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def s3_config(
