@@ -46,15 +46,18 @@ def write_config(
     level: int = 1,
     control_socket: Path | None = None,
     shutdown_grace: str = "1s",
-    store_toml: str | None = None,
+    store_toml: str | Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a complete agent config (local store unless ``store_toml``; loopback only).
 
-    ``extra`` (tables, or TOML text), ``*_extra`` and ``store_toml`` (TOML text) are merged
-    into the tables.
+    ``extra`` (tables, or TOML text), ``*_extra`` (TOML text) and ``store_toml`` (the [store]
+    table, or TOML text) are merged into the tables.
     """
     sock = control_socket or path.parent / (node + ".sock")
-    store_table = tomllib.loads(store_toml) if store_toml is not None else {}
+    if isinstance(store_toml, str):
+        store_table = tomllib.loads(store_toml)
+    else:
+        store_table = {"store": store_toml} if store_toml is not None else {}
     data: dict[str, Any] = {
         "cluster": {"name": cluster, "node": node},
         "etcd": {"endpoints": endpoints, "dial_timeout": "3s"},

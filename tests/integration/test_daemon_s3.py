@@ -27,25 +27,21 @@ def own_weed(own_weed: WeedServer) -> WeedServer:
     return own_weed
 
 
-def s3_store_toml(weed: WeedServer, creds: Path, **extra: str) -> str:
-    lines = [
-        "[store]",
-        'type = "s3"',
-        "",
-        "[store.s3]",
-        f'bucket = "{BUCKET}"',
-        f'prefix = "{PREFIX}"',
-        'region = "us-east-1"',
-        f'endpoint_url = "{weed.endpoint}"',
-        'addressing_style = "path"',
-        'checksum = "when_required"',
-        'multipart_chunk_size = "5MiB"',
-        f'credentials_file = "{creds}"',
-        'profile = "backup"',
-        'retry_max_time = "1s"',
-    ]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    return "\n".join(lines)
+def s3_store(weed: WeedServer, creds: Path, **extra: Any) -> dict[str, Any]:
+    """The [store] table of an agent storing in ``weed``'s BUCKET under PREFIX."""
+    s3 = {
+        "bucket": BUCKET,
+        "prefix": PREFIX,
+        "region": "us-east-1",
+        "endpoint_url": weed.endpoint,
+        "addressing_style": "path",
+        "checksum": "when_required",
+        "multipart_chunk_size": "5MiB",
+        "credentials_file": creds,
+        "profile": "backup",
+        "retry_max_time": "1s",
+    }
+    return {"type": "s3", "s3": s3 | extra}
 
 
 def agent_for(
@@ -59,7 +55,7 @@ def agent_for(
         recipient=recipient,
         store=tmp_path / "unused-store",
         spool=tmp_path / "spool",
-        store_toml=s3_store_toml(weed, creds, **store_extra),
+        store_toml=s3_store(weed, creds, **store_extra),
         **kw,
     )
 
@@ -158,7 +154,7 @@ def test_sigterm_during_an_s3_upload_cancels_it_cleanly(
         age_identity[1],
         own_weed,
         interval="1h",
-        store_extra={"max_concurrency": "1"},
+        store_extra={"max_concurrency": 1},
     )
     agents.append(agent.start())
     client = own_weed.client()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_helpers import run_agent, write_config
-from tests.integration.test_daemon_s3 import BUCKET, PREFIX, s3_store_toml
+from tests.agent_helpers import run_agent, write_config, write_toml
+from tests.integration.test_daemon_s3 import PREFIX, s3_store
 from tests.servers import EtcdServer, WeedServer, put_many
 
 pytestmark = pytest.mark.integration
@@ -121,23 +121,17 @@ def test_s3_prune_keeps_the_newest_complete_backup_when_the_newest_object_is_gon
     client = weed.client()
     cluster = "test"
     creds = weed.credentials_file(tmp_path / "credentials", profile="backup")
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f"""
-[cluster]
-name = "{cluster}"
-node = "n1"
-[etcd]
-endpoints = ["{etcd.endpoint}"]
-[encryption]
-recipients = ["{age_identity[1]}"]
-[spool]
-dir = "{tmp_path / "spool"}"
-[retention]
-keep_last = 1
-{s3_store_toml(weed, creds).replace(f'bucket = "{BUCKET}"', f'bucket = "{bucket}"')}
-"""
-    )
+    store = s3_store(weed, creds)
+    store["s3"]["bucket"] = bucket
+    doc = {
+        "cluster": {"name": cluster, "node": "n1"},
+        "etcd": {"endpoints": [etcd.endpoint]},
+        "encryption": {"recipients": [age_identity[1]]},
+        "spool": {"dir": tmp_path / "spool"},
+        "retention": {"keep_last": 1},
+        "store": store,
+    }
+    cfg = write_toml(tmp_path / "config.toml", doc)
     oldest, middle, newest = three_backups(cfg, etcd)
     client.delete_object(Bucket=bucket, Key=f"{PREFIX}/{cluster}/{newest}.db.zst.age")
     ids, incomplete, _ = listed(cfg)

@@ -75,21 +75,19 @@ def s3_config(
     tmp_path: Path, etcd: EtcdServer, recipient: str, weed: WeedServer, bucket: str, **kw: object
 ) -> dict[str, object]:
     creds = weed.credentials_file(tmp_path / "credentials")
-    store_toml = f"""[store]
-type = "s3"
-
-[store.s3]
-bucket = "{bucket}"
-prefix = "p"
-endpoint_url = "{weed.endpoint}"
-region = "us-east-1"
-addressing_style = "path"
-credentials_file = "{creds}"
-multipart_chunk_size = "5MiB"
-retry_max_time = "3s"
-"""
+    s3 = {
+        "bucket": bucket,
+        "prefix": "p",
+        "endpoint_url": weed.endpoint,
+        "region": "us-east-1",
+        "addressing_style": "path",
+        "credentials_file": creds,
+        "multipart_chunk_size": "5MiB",
+        "retry_max_time": "3s",
+    }
+    store = {"type": "s3", "s3": s3}
     cfg = local_config(
-        tmp_path, etcd, recipient, store_toml=store_toml, spool_extra="keep_unuploaded = true"
+        tmp_path, etcd, recipient, store_toml=store, spool_extra="keep_unuploaded = true"
     )
     cfg.update(kw)
     return cfg
