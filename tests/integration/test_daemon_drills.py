@@ -41,17 +41,15 @@ def _drill_etcds(parent: int) -> set[int]:
 
 
 @pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    try:
-        yield started
-    finally:
-        for a in started:
-            leftovers = _drill_etcds(a.pid) if a.alive() else set()
-            a.stop()
-            for pid in leftovers:  # only when the agent had to be killed mid-drill
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+def agents(agents: list[Agent]) -> Iterator[list[Agent]]:
+    """The conftest's agents; a drill etcd of an agent stopped mid-drill is killed too."""
+    yield agents
+    for a in agents:
+        leftovers = _drill_etcds(a.pid) if a.alive() else set()
+        a.stop()
+        for pid in leftovers:  # only when the agent had to be killed mid-drill
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
