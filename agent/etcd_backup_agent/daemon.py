@@ -22,7 +22,6 @@ import schedule
 
 from . import __version__, scheduling, scratch
 from . import log as logsetup
-from .bundle.report import bundle_status
 from .catalog import ManifestCache, list_backups
 from .config import Settings, load, split_listen
 from .control.server import ControlServer
@@ -47,6 +46,16 @@ from .restore import work_root
 from .retention import prune
 from .sdnotify import Notifier
 from .spool_lock import SpoolLock
+from .status import (
+    AgentStatus,
+    BundleStatus,
+    CoordinationStatus,
+    DrillStatus,
+    LastDrill,
+    LastResult,
+    SpoolStatus,
+    StoreStatus,
+)
 from .store import Store, open_store
 from .sweep import sweep_leftovers, sweep_pending_orphans
 
@@ -103,46 +112,6 @@ class Wiring:
         for closer in (self.source.close, self.probe.close, self.store.close, self.lister.close):
             with contextlib.suppress(Exception):
                 closer()
-
-
-@dataclass
-class LastResult:
-    result: str = "none"  # success, failure, skipped, cancelled
-    at: str | None = None
-    backup_id: str | None = None
-    error: str | None = None
-    reason: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "result": self.result,
-            "at": self.at,
-            "backup_id": self.backup_id,
-            "error": self.error,
-            "reason": self.reason,
-        }
-
-
-@dataclass
-class LastDrill:
-    result: str = "none"  # success, failure
-    kind: str | None = None  # native, full (drill.KINDS)
-    source: str | None = None  # store, spool (drill.SOURCES)
-    at: str | None = None
-    backup_id: str | None = None
-    error: str | None = None
-    seconds: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "result": self.result,
-            "kind": self.kind,
-            "source": self.source,
-            "at": self.at,
-            "backup_id": self.backup_id,
-            "error": self.error,
-            "seconds": self.seconds,
-        }
 
 
 @dataclass
@@ -984,15 +953,7 @@ class Daemon:
         )
 
     def _status_line(self) -> str:
-        last = self.last
-        text = f"last: {last.result}"
-        if last.backup_id:
-            text += f" {last.backup_id}"
-        elif last.reason:
-            text += f" ({last.reason})"
-        if self._next_run is not None:
-            text += f"; next: {format_time(self._next_run)}"
-        return text
+        return self.status().status_line()
 
     def _drill_next_due(self, w: Wiring) -> str | None:
         if self._drill_mode(w.settings) is None:
@@ -1000,38 +961,35 @@ class Daemon:
         wait = max(0.0, self._drill_due_at - time.monotonic())
         return format_time(self.clock() + timedelta(seconds=wait))
 
-    def status_dict(self) -> dict[str, Any]:
-        """What the socket's status request reports."""
+    def status(self) -> AgentStatus:
+        """What the socket's status request, STATUS= and ``etcd-backupctl status`` report."""
         w = self.wiring
-        holder = self._holder  # cached by the probe thread (every PROBE_EVERY seconds)
         spool = Spool(w.settings.spool.dir)
         used, pending = 0, 0
         with contextlib.suppress(Exception):
             used, pending = spool.used_bytes(), len(spool.waiting())
-        store_up = self.metrics.value("etcd_backup_store_up")
-        return {
-            "version": __version__,
-            "cluster": w.settings.cluster,
-            "node": w.settings.node,
-            "busy": self.flight.busy,
-            "last": self.last.as_dict(),
-            "newest_backup": format_time(self.state.newest) if self.state.newest else None,
-            "next_run": format_time(self._next_run) if self._next_run else None,
-            "coordination": {"mode": w.settings.coordination.mode, "holder": holder},
-            "leader": self._leader,
-            "store": {"describe": w.store.describe(), "up": bool(store_up)},
-            "drill": {
-                **self.last_drill.as_dict(),
-                "mode": self._drill_mode(w.settings),
-                "next_due": self._drill_next_due(w),
-            },
-            "spool": {
-                "bytes": used,
-                "pending_uploads": pending,
-                "max_bytes": w.settings.spool.max_bytes,
-            },
-            "bundle": bundle_status(self.metrics.last_bundle),
-        }
+        return AgentStatus(
+            version=__version__,
+            cluster=w.settings.cluster,
+            node=w.settings.node,
+            time=format_time(datetime.now(UTC)),
+            busy=self.flight.busy,
+            last=self.last,
+            newest_backup=format_time(self.state.newest) if self.state.newest else None,
+            next_run=format_time(self._next_run) if self._next_run else None,
+            # the holder is cached by the probe thread (every PROBE_EVERY seconds)
+            coordination=CoordinationStatus(w.settings.coordination.mode, self._holder),
+            leader=self._leader,
+            store=StoreStatus(w.store.describe(), bool(self.metrics.value("etcd_backup_store_up"))),
+            drill=DrillStatus(
+                self.last_drill, self._drill_mode(w.settings), self._drill_next_due(w)
+            ),
+            spool=SpoolStatus(used, pending, w.settings.spool.max_bytes),
+            bundle=BundleStatus.of(self.metrics.last_bundle),
+        )
+
+    def status_dict(self) -> dict[str, Any]:
+        return self.status().to_wire()
 
 
 def stop_plan(shutdown_grace: float) -> tuple[float, float]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .record import BundleRecord
-
 
 def format_result(op: str, result: dict[str, Any]) -> list[str]:
     if op == "bundle_extract":
@@ -41,18 +39,3 @@ def format_result(op: str, result: dict[str, Any]) -> list[str]:
         ]
     lines += [f"warning: {w}" for w in rec.get("warnings", [])]
     return lines
-
-
-def bundle_status(rec: BundleRecord | None) -> dict[str, Any] | None:
-    """The bundle of the newest backup this agent stored, for ``status``; None if none."""
-    if rec is None:
-        return None
-    return {
-        "status": rec.status,
-        "layout": rec.layout,
-        "files": len(rec.files),
-        "error": rec.error or None,
-        "encryption_config": rec.encryption_config or None,
-        "encryption_config_saved": rec.encryption_config_saved,
-        "warnings": list(rec.warnings),
-    }

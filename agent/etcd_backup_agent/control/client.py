@@ -271,53 +271,9 @@ def _show_bundle_install(result: dict[str, Any]) -> None:
 
 
 def _show_status(st: dict[str, Any]) -> None:
-    """The daemon's status as an operator reads it at 3 a.m.: what happened, what is next."""
-    last = st.get("last") or {}
-    line = f"last backup:  {last.get('result', 'none')}"
-    if last.get("at"):
-        line += f" at {last['at']}"
-    if last.get("backup_id"):
-        line += f" ({last['backup_id']})"
-    if last.get("error"):
-        line += f": {last['error']}"
-    elif last.get("reason"):
-        line += f" ({last['reason']})"
-    print(f"agent:        {st.get('cluster')} / {st.get('node')}, version {st.get('version')}")
-    print(line)
-    print(f"newest in store: {st.get('newest_backup') or 'none'}")
-    running = "  (a backup is running)" if st.get("busy") else ""
-    print(f"next run:     {st.get('next_run') or '-'}{running}")
-    coord = st.get("coordination") or {}
-    print(
-        f"coordination: {coord.get('mode')}, lock holder {coord.get('holder') or '-'}, "
-        f"local member is leader: {_yes_no(st.get('leader'))}"
-    )
-    store = st.get("store") or {}
-    print(f"store:        {store.get('describe')} ({'up' if store.get('up') else 'DOWN'})")
-    spool = st.get("spool") or {}
-    from ..units import human_size
+    from ..status import AgentStatus, render
 
-    print(
-        f"spool:        {human_size(spool.get('bytes', 0))}, {spool.get('pending_uploads', 0)} "
-        f"backup(s) waiting for upload"
-    )
-    drill = st.get("drill") or {}
-    if drill.get("at"):
-        kind = ", ".join(str(drill[k]) for k in ("kind", "source") if drill.get(k))
-        text = f"{drill.get('result')} ({kind}) at {drill['at']}"
-        if drill.get("error"):
-            text += f": {drill['error']}"
-    else:
-        text = "none yet"
-    print(f"last drill:   {text}")
-    bundle = st.get("bundle")
-    if bundle:
-        text = f"{bundle['status']} ({bundle['layout']}, {bundle['files']} entries)"
-        if bundle.get("error"):
-            text += f": {bundle['error']}"
-        print(f"bundle:       {text}")
-        for w in bundle.get("warnings", []):
-            print(f"  WARNING: {w}")
+    print("\n".join(render(AgentStatus.from_wire(st))))
 
 
 def _show_swap(plan: dict[str, Any]) -> None:
