@@ -168,6 +168,7 @@ class Pipeline:
         after_verify: AfterVerifyHook | None = None,
         before_publish: Callable[[Manifest], None] | None = None,
         clock: Callable[[], datetime] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
         self.before_publish = before_publish
@@ -178,7 +179,7 @@ class Pipeline:
         self.cancel = cancel or threading.Event()
         self.on_stage = on_stage
         self.progress = progress
-        self.spool = Spool(settings.spool.dir)
+        self.spool = spool or Spool(settings.spool.dir)  # the agent passes its one spool
         self.log = logsetup.get("pipeline")
         self.stages: dict[str, float] = {}
         self._swept = False

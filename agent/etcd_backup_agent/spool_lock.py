@@ -51,6 +51,10 @@ class SpoolLock:
         os.write(fd, f"pid={os.getpid()} {what}\n".encode())
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

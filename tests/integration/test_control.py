@@ -17,7 +17,7 @@ import pytest
 from etcd_backup_agent import config as config_mod
 from etcd_backup_agent.control import client
 from etcd_backup_agent.control.server import ControlServer
-from etcd_backup_agent.operations import Operations
+from etcd_backup_agent.service import Agent
 from tests.integration.restore_fixtures import *  # noqa: F403
 from tests.integration.restore_fixtures import Backed, make_config, short_dir
 from tests.servers import EtcdServer, free_port, read_all
@@ -31,7 +31,7 @@ def served(backed: Backed, tmp_path: Path) -> Iterator[tuple[ControlServer, Path
     sock = sockdir / "run" / "agent.sock"
     cfg = make_config(tmp_path / "agent", backed.store, backed.recipient, socket=sock)
     settings = config_mod.load(cfg)
-    server = ControlServer(settings.control, Operations(settings))
+    server = ControlServer(settings.control, Agent(settings))
     server.start()
     try:
         yield server, sock, cfg
@@ -207,7 +207,7 @@ def test_busy_when_over_max_connections(backed: Backed, tmp_path: Path) -> None:
     from dataclasses import replace
 
     ctl = replace(settings.control, max_connections=1, idle_timeout=5.0)
-    server = ControlServer(ctl, Operations(settings))
+    server = ControlServer(ctl, Agent(settings))
     server.start()
     holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -268,7 +268,7 @@ def test_endless_line_times_out(backed: Backed, tmp_path: Path) -> None:
     settings = config_mod.load(cfg)
     from dataclasses import replace
 
-    server = ControlServer(replace(settings.control, idle_timeout=1.0), Operations(settings))
+    server = ControlServer(replace(settings.control, idle_timeout=1.0), Agent(settings))
     server.start()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -291,4 +291,4 @@ def test_options_before_or_after_the_command(
     assert client.main(["--socket", str(sock), "--json", "status"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     assert client.main(["status", "--config", str(cfg)]) == 0
-    assert "cluster: test" in capsys.readouterr().out
+    assert "agent:        test / node1" in capsys.readouterr().out

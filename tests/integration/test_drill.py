@@ -10,10 +10,11 @@ import pytest
 
 from etcd_backup_agent import config as config_mod
 from etcd_backup_agent.cli import main as agent_main
+from etcd_backup_agent.control.dispatch import dispatch
 from etcd_backup_agent.drill import drill_plaintext
 from etcd_backup_agent.manifest import Manifest
-from etcd_backup_agent.operations import Operations
 from etcd_backup_agent.seal import unseal_stream
+from etcd_backup_agent.service import Agent
 from tests.integration.restore_fixtures import *  # noqa: F403
 from tests.integration.restore_fixtures import Backed, copy_store, make_config
 
@@ -36,14 +37,13 @@ def _etcd_children() -> set[int]:
 
 def test_full_drill_passes_and_reports(backed: Backed, tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "agent", backed.store, backed.recipient, identity=backed.identity)
-    calls: list[tuple[str, str]] = []
-    ops = Operations(config_mod.load(cfg), on_drill=lambda r, k: calls.append((r, k)))
-    report = ops.drill({"backup": "latest"}, lambda e: None)
+    agent = Agent(config_mod.load(cfg))
+    report = dispatch(agent, "drill", {"backup": "latest"}, lambda e: None)
     assert report["result"] == "success", report
     assert report["revision"] == backed.revision
     assert report["live_keys"] == len(backed.written)
     assert report["sampled"] == 20
-    assert calls == [("success", "full")]
+    assert (agent.last_drill.result, agent.last_drill.kind) == ("success", "full")
     assert not any((tmp_path / "agent" / "work").iterdir())
     assert not _etcd_children()
 
@@ -55,12 +55,11 @@ def test_corrupted_object_fails_loudly(backed: Backed, tmp_path: Path) -> None:
     data[-100] ^= 0xFF
     obj.write_bytes(bytes(data))
     cfg = make_config(tmp_path / "agent", store, backed.recipient, identity=backed.identity)
-    calls: list[tuple[str, str]] = []
-    ops = Operations(config_mod.load(cfg), on_drill=lambda r, k: calls.append((r, k)))
-    report = ops.drill({}, lambda e: None)
+    agent = Agent(config_mod.load(cfg))
+    report = dispatch(agent, "drill", {}, lambda e: None)
     assert report["result"] == "failure"
     assert "does not match its manifest" in report["error"]
-    assert calls == [("failure", "full")]
+    assert (agent.last_drill.result, agent.last_drill.kind) == ("failure", "full")
     assert agent_main(["drill", "--config", str(cfg)]) == 1
 
 

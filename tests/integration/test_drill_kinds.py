@@ -24,8 +24,9 @@ from etcd_backup_agent import config as config_mod
 from etcd_backup_agent import drill as drill_mod
 from etcd_backup_agent.cli import main as agent_main
 from etcd_backup_agent.control import client
+from etcd_backup_agent.control.dispatch import dispatch
 from etcd_backup_agent.control.server import ControlServer
-from etcd_backup_agent.operations import Operations
+from etcd_backup_agent.service import Agent
 from tests import no_binaries
 from tests.integration.restore_fixtures import *  # noqa: F403
 from tests.integration.restore_fixtures import Backed, copy_store, short_dir, write_config
@@ -142,8 +143,8 @@ def test_a_damaged_restore_fails_the_drill(
     monkeypatch.setattr(drill_mod, "restore_scratch", _damage(part))
     monkeypatch.setattr(drill_mod, "find_drill_etcd", lambda settings: None)  # native
     cfg = _config(tmp_path / "agent", backed.store, backed.recipient, etcdutl=etcd_bin("etcdutl"))
-    ops = Operations(config_mod.load(cfg))
-    report = ops.drill({"identity_file": str(backed.identity)}, lambda e: None)
+    agent = Agent(config_mod.load(cfg))
+    report = dispatch(agent, "drill", {"identity_file": str(backed.identity)}, lambda e: None)
     assert report["result"] == "failure" and report["step"] == "read back", report
     assert report["error"].startswith("the restored data dir is wrong")
     import re
@@ -159,20 +160,22 @@ def test_full_drill_reads_back_then_serves(backed: Backed, tmp_path: Path) -> No
         etcd=etcd_bin("etcd"),
         etcdutl=etcd_bin("etcdutl"),
     )
-    calls: list[tuple[str, str]] = []
-    ops = Operations(config_mod.load(cfg), on_drill=lambda r, k: calls.append((r, k)))
-    report = ops.drill({"identity_file": str(backed.identity)}, lambda e: None)
+    agent = Agent(config_mod.load(cfg))
+    report = dispatch(agent, "drill", {"identity_file": str(backed.identity)}, lambda e: None)
     assert report["result"] == "success" and report["kind"] == "full", report
     text = " ".join(report["checks"])
     assert "WAL:" in text and "etcd: revision" in text
     assert report["live_keys"] == len(backed.written) and report["sampled"] == 10
-    assert calls == [("success", "full")]
+    assert (agent.last_drill.result, agent.last_drill.kind) == ("success", "full")
 
 
 def test_configured_etcd_path_that_is_missing_is_a_failure(backed: Backed, tmp_path: Path) -> None:
     cfg = _config(tmp_path / "agent", backed.store, backed.recipient, etcd="/nonexistent/etcd")
-    report = Operations(config_mod.load(cfg)).drill(
-        {"identity_file": str(backed.identity)}, lambda e: None
+    report = dispatch(
+        Agent(config_mod.load(cfg)),
+        "drill",
+        {"identity_file": str(backed.identity)},
+        lambda e: None,
     )
     assert report["result"] == "failure" and report["step"] == "etcd binary"
     assert "/nonexistent/etcd" in report["error"]
@@ -262,7 +265,7 @@ def test_auth_drill_over_the_socket(auth_backed: AuthBacked, tmp_path: Path) -> 
         sockdir = short_dir()
         sock = sockdir / "agent.sock"
         settings = config_mod.load(_auth_config(auth_backed, tmp_path / name, password, sock))
-        server = ControlServer(settings.control, Operations(settings))
+        server = ControlServer(settings.control, Agent(settings))
         server.start()
         try:
             reply = client.call(

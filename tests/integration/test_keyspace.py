@@ -23,7 +23,7 @@ from etcd_backup_agent.control import client
 from etcd_backup_agent.control.server import ControlServer
 from etcd_backup_agent.manifest import Manifest
 from etcd_backup_agent.metrics import Metrics
-from etcd_backup_agent.operations import Operations
+from etcd_backup_agent.service import Agent
 from tests.agent_helpers import run_agent
 from tests.integration.restore_fixtures import short_dir, write_config
 from tests.k8s_fixture import Expected, fill_cluster, json_object
@@ -396,7 +396,7 @@ def served(cluster: Cluster) -> Iterator[Path]:
     from dataclasses import replace
 
     settings = replace(settings, control=replace(settings.control, socket=sock))
-    server = ControlServer(settings.control, Operations(settings))
+    server = ControlServer(settings.control, Agent(settings))
     server.start()
     try:
         yield sock

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from etcd_backup_agent.daemon import STOP_BUDGET, Daemon, stop_plan
-from tests.unit.test_daemon_adapters import settings
+from tests.unit.test_service import settings
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "etcd-backup-agent.service"
 
@@ -30,7 +30,7 @@ def test_status_reads_the_cached_holder_and_never_calls_etcd(
     tmp_path: Path, age_identity: tuple[Path, str]
 ) -> None:
     s = settings(tmp_path, age_identity[1], coordination={"mode": "etcd-lock"})
-    d = Daemon(s)
+    d = Daemon(s).agent
     calls: list[str] = []
 
     def holder() -> str:
@@ -40,11 +40,11 @@ def test_status_reads_the_cached_holder_and_never_calls_etcd(
     try:
         d.wiring.probe_coordinator.holder = holder  # type: ignore[method-assign]
         for _ in range(5):
-            assert d.status_dict()["coordination"]["holder"] is None
+            assert d.status().to_wire()["coordination"]["holder"] is None
         assert calls == []
-        d._probe_etcd()  # the probe thread's job; etcd is down here, so no holder either
+        d.probe_etcd()  # the probe thread's job; etcd is down here, so no holder either
         d._holder = "n9 pid=1"
-        assert d.status_dict()["coordination"]["holder"] == "n9 pid=1"
+        assert d.status().to_wire()["coordination"]["holder"] == "n9 pid=1"
         assert calls == []
     finally:
-        d.wiring.close()
+        d.close()

@@ -9,11 +9,8 @@ from pathlib import Path
 
 from ..backup_report import stored_lines
 from ..errors import EXIT_OK, UsageError
-from ..etcd_source import EtcdSource
-from ..pipeline import Pipeline
-from ..spool_lock import SpoolLock
+from ..service import Agent
 from ..stop_signals import cancel_on_stop_signals
-from ..store import open_store
 from . import load_settings
 
 EPILOG = """examples:
@@ -61,28 +58,20 @@ def run(args: argparse.Namespace) -> int:
         # an online backup has nothing to force: say so rather than ignore it
         raise UsageError("--force goes with --from-data-dir DIR (an offline backup)")
     settings = load_settings(args)
-    lock = SpoolLock(settings.spool.dir)
-    lock.acquire("backup")  # never beside a daemon or another backup on this spool
-    store = open_store(settings)
-    pipeline = Pipeline(settings, store)
-    source = EtcdSource(settings.etcd)
+    agent = Agent(settings)
     try:
-        with cancel_on_stop_signals(pipeline.cancel):
+        agent.open("backup")  # never beside a daemon or another backup on this spool
+        with cancel_on_stop_signals(agent.cancel):
             if args.from_data_dir is not None:
-                sealed = pipeline.prepare_from_data_dir(args.from_data_dir, force=args.force)
-                try:
-                    manifest = pipeline.upload(sealed)
-                finally:
-                    pipeline.spool.discard(sealed)
+                manifest = agent.backup_from_data_dir(args.from_data_dir, force=args.force)
             else:
-                manifest = pipeline.run(source).manifest
+                manifest = agent.backup("command")
+        store = agent.wiring.store.describe()
     finally:
-        source.close()
-        store.close()
-        lock.release()
+        agent.close()
     if args.json:
         sys.stdout.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
     else:
-        for line in stored_lines(manifest, store.describe()):
+        for line in stored_lines(manifest, store):
             print(line)
     return EXIT_OK

@@ -66,7 +66,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from ..bundle.extract import check_target
     from ..bundle.ops import write_fetched
     from ..control.client import Progress
-    from ..operations import Operations
+    from ..control.dispatch import dispatch_offline
     from . import load_settings
     from .restore_cmd import print_result
 
@@ -76,7 +76,7 @@ def run_extract(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, quiet=args.json)
     request = {"backup": args.backup} | identity_args(args.identity)
     try:
-        fetched = Operations(settings).dispatch("bundle_extract", request, progress)
+        fetched = dispatch_offline(settings, "bundle_extract", request, progress)
     finally:
         progress.clear()
     print_result("bundle_extract", write_fetched(fetched, to), args.json)

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..config import Settings
 from ..control.client import Progress
+from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_OK, UsageError
-from ..operations import Operations
 from . import load_settings
 from .restore_cmd import identity_args
 
@@ -64,7 +64,7 @@ def run_op(args: argparse.Namespace, settings: Settings, op: str, req: dict[str,
     """Run a keyspace op on stored backups in this process, with progress on stderr."""
     progress = Progress(sys.stderr, quiet=bool(getattr(args, "json", False)))
     try:
-        return Operations(settings).dispatch(op, req | identity_args(args.identity), progress)
+        return dispatch_offline(settings, op, req | identity_args(args.identity), progress)
     finally:
         progress.clear()
 

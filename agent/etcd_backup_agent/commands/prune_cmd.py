@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 
 from ..errors import EXIT_FAILURE, EXIT_OK
-from ..retention import format_report, prune, report_dict
-from ..store import open_store
+from ..retention import format_report, report_dict
+from ..service import Agent
 from . import load_settings
 
 
@@ -32,11 +31,11 @@ def register(
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    store = open_store(settings)
+    agent = Agent(settings)
     try:
-        report = prune(store, settings, datetime.now(UTC), dry_run=args.dry_run)
+        report = agent.prune(dry_run=args.dry_run)
     finally:
-        store.close()
+        agent.close()
     if args.json:
         sys.stdout.write(json.dumps(report_dict(report), indent=2) + "\n")
     else:

@@ -1,6 +1,6 @@
 """``etcd-backup-agent restore | drill``: the offline restore-side commands.
 
-They run the same Operations as the daemon's socket, in this process (no daemon needed).
+They run the same Agent operations as the daemon's socket, in this process (no daemon needed).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import scratch
 from ..control.client import Progress, show
+from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..operations import Operations
 from ..restore import work_root
 from ..swap import LAYOUTS, RESET_LAYOUTS
 from . import load_settings
@@ -120,7 +120,7 @@ def run_offline(args: argparse.Namespace, op: str, request: dict[str, Any]) -> A
     scratch.sweep(work_root(settings))  # what a killed restore, drill or verify left
     progress = Progress(sys.stderr, quiet=args.json)
     try:
-        result = Operations(settings).dispatch(op, request, progress)
+        result = dispatch_offline(settings, op, request, progress)
     finally:
         progress.clear()
     print_result(op, result, args.json)

@@ -17,18 +17,16 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .. import log as logsetup
 from ..config import ControlSettings
 from ..errors import AgentError
+from ..service import Agent
 from . import protocol as proto
+from .dispatch import dispatch
 
 _UCRED = struct.Struct("3i")
-
-
-class Dispatcher(Protocol):
-    def dispatch(self, op: str, args: dict[str, Any], emit: Any) -> Any: ...
 
 
 class _Conn:
@@ -51,11 +49,11 @@ class _Conn:
 
 
 class ControlServer:
-    """Serve ``ops`` on the unix socket of ``settings``; ``start()`` runs it on a thread."""
+    """Serve ``agent`` on the unix socket of ``settings``; ``start()`` runs it on a thread."""
 
-    def __init__(self, settings: ControlSettings, ops: Dispatcher) -> None:
+    def __init__(self, settings: ControlSettings, agent: Agent) -> None:
         self.settings = settings
-        self.ops = ops
+        self.agent = agent
         self.path = Path(settings.socket)
         self.log = logsetup.get("control")
         self._sock: socket.socket | None = None
@@ -195,7 +193,7 @@ class ControlServer:
                 return
             self.log.info("control request", op=req.op, peer_uid=uid)
             try:
-                result = self.ops.dispatch(req.op, req.args, conn.send)
+                result = dispatch(self.agent, req.op, req.args, conn.send)
                 conn.send(proto.ok(result))
             except AgentError as exc:
                 conn.send(proto.error(exc.code, str(exc)))

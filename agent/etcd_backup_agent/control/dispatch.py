@@ -1,0 +1,68 @@
+"""A socket request, run by the agent: the op name picks the Agent method, whose typed
+result is encoded here into the reply's JSON (docs/socket-protocol.md).
+
+The offline commands (``etcd-backup-agent restore``, ``inspect``...) call ``dispatch`` too,
+so their ``--json`` output is the socket's reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..catalog import Catalog
+from ..config import Settings
+from ..errors import UsageError
+from ..retention import report_dict
+from ..service import Agent, Args, Emit
+
+
+def _list(catalog: Catalog) -> dict[str, Any]:
+    return {
+        "backups": [m.to_dict() for m in catalog.backups],
+        "orphans": list(catalog.orphans),
+        "incomplete": [
+            {"id": i.manifest.id, "object": i.manifest.object, "reason": i.reason}
+            for i in catalog.incomplete
+        ],
+        "complete": catalog.complete,
+    }
+
+
+def _backup(agent: Agent, args: Args, emit: Emit) -> dict[str, Any]:
+    manifest = agent.backup("request", emit)
+    return {**manifest.to_dict(), "store": agent.wiring.store.describe()}
+
+
+Handler = Callable[[Agent, Args, Emit], Any]
+HANDLERS: dict[str, Handler] = {
+    "status": lambda agent, args, emit: agent.status().to_wire(),
+    "list": lambda agent, args, emit: _list(agent.list()),
+    "backup": _backup,
+    "verify": lambda agent, args, emit: agent.verify(args, emit).to_dict(),
+    "prune": lambda agent, args, emit: report_dict(agent.prune(bool(args.get("dry_run")))),
+    "restore": lambda agent, args, emit: agent.restore(args, emit),
+    "drill": lambda agent, args, emit: agent.drill(args, emit).to_dict(),
+    "bundle_list": lambda agent, args, emit: agent.bundle_list(str(args["backup"])),
+    "bundle_extract": lambda agent, args, emit: agent.bundle_extract(args, emit),
+    "inspect": lambda agent, args, emit: agent.inspect(args, emit).to_dict(),
+    "diff": lambda agent, args, emit: agent.diff(args, emit).to_dict(),
+    "extract": lambda agent, args, emit: agent.extract(args, emit).to_dict(),
+}
+
+
+def dispatch(agent: Agent, op: str, args: Args, emit: Emit) -> Any:
+    """Run ``op``; its JSON-able reply, or an AgentError."""
+    handler = HANDLERS.get(op)
+    if handler is None:
+        raise UsageError(f"unknown operation {op!r}")
+    return handler(agent, args, emit)
+
+
+def dispatch_offline(settings: Settings, op: str, args: Args, emit: Emit) -> Any:
+    """Run ``op`` in this process (an offline command): the same agent code, no daemon."""
+    agent = Agent(settings)
+    try:
+        return dispatch(agent, op, args, emit)
+    finally:
+        agent.close()
