@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import UsageError
-from .identity import read_identity
+from .requests import read_identity
 from .restore import (
     K8S_BUMP,
     Emit,

@@ -20,6 +20,7 @@ from etcd_backup_agent.control.dispatch import dispatch
 from etcd_backup_agent.errors import Busy, SourceError
 from etcd_backup_agent.manifest import Manifest
 from etcd_backup_agent.pipeline import Pipeline
+from etcd_backup_agent.requests import IdentityRef, PruneRequest, VerifyRequest
 from etcd_backup_agent.service import Agent
 from tests import snapfixtures
 from tests.unit.test_pipeline import fake_source, good_db
@@ -113,13 +114,13 @@ def test_requests_are_refused_while_the_flight_is_taken(
 ) -> None:
     agent = agent_of()
     made = agent.backup_from_data_dir(data_dir)
-    identity = {"identity_file": str(age_identity[0])}
+    identity = IdentityRef(str(age_identity[0]))
     assert agent.flight.try_enter()  # a scheduled backup is running
     try:
         with pytest.raises(Busy, match="a backup or drill is running"):
-            agent.prune(dry_run=True)
+            agent.prune(PruneRequest(dry_run=True))
         with pytest.raises(Busy, match="a backup or drill is running"):
-            agent.verify({"backup": "latest", **identity}, lambda e: None)
+            agent.verify(VerifyRequest("latest", identity), lambda e: None)
         with pytest.raises(Busy, match="another backup is running"):
             agent.backup("request")
         assert agent.metrics.value("etcd_backup_skipped_runs_total", reason="busy") == 1
@@ -128,11 +129,11 @@ def test_requests_are_refused_while_the_flight_is_taken(
         assert len(agent.list().backups) == 1
     finally:
         agent.flight.leave()
-    checked = agent.verify({"backup": "latest", **identity}, lambda e: None)
+    checked = agent.verify(VerifyRequest("latest", identity), lambda e: None)
     assert (checked.backup_id, checked.revision) == (made.id, 21) and checked.native_ok
     agent.stopping = True
     with pytest.raises(Busy, match="shutting down"):
-        agent.prune(dry_run=True)
+        agent.prune(PruneRequest(dry_run=True))
 
 
 def test_a_failed_backup_is_recorded_counted_and_in_the_status(agent_of: Any) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..errors import EXIT_FAILURE, EXIT_OK
+from ..requests import PruneRequest
 from ..retention import format_report, report_dict
 from ..service import Agent
 from . import load_settings
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     agent = Agent(settings)
     try:
-        report = agent.prune(dry_run=args.dry_run)
+        report = agent.prune(PruneRequest(dry_run=args.dry_run))
     finally:
         agent.close()
     if args.json:

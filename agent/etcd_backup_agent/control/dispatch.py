@@ -8,13 +8,24 @@ so their ``--json`` output is the socket's reply.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import UsageError
+from ..keyspace.requests import DiffRequest, ExtractRequest, InspectRequest
+from ..requests import (
+    Args,
+    BundleRequest,
+    DrillRequest,
+    Emit,
+    IdentityRef,
+    PruneRequest,
+    VerifyRequest,
+)
 from ..retention import report_dict
-from ..service import Agent, Args, Emit
+from ..service import Agent
 
 
 def _list(catalog: Catalog) -> dict[str, Any]:
@@ -34,20 +45,34 @@ def _backup(agent: Agent, args: Args, emit: Emit) -> dict[str, Any]:
     return {**manifest.to_dict(), "store": agent.wiring.store.describe()}
 
 
+def _bundle_list(agent: Agent, args: Args, emit: Emit) -> dict[str, Any]:
+    m = agent.bundle_of(BundleRequest.from_args(args).backup)
+    return {"backup": m.id, "bundle": asdict(m.bundle) if m.bundle is not None else None}
+
+
 Handler = Callable[[Agent, Args, Emit], Any]
+# op -> decode the arguments, run, encode the result
 HANDLERS: dict[str, Handler] = {
     "status": lambda agent, args, emit: agent.status().to_wire(),
     "list": lambda agent, args, emit: _list(agent.list()),
     "backup": _backup,
-    "verify": lambda agent, args, emit: agent.verify(args, emit).to_dict(),
-    "prune": lambda agent, args, emit: report_dict(agent.prune(bool(args.get("dry_run")))),
+    "verify": lambda agent, args, emit: agent.verify(VerifyRequest.from_args(args), emit).to_dict(),
+    "prune": lambda agent, args, emit: report_dict(agent.prune(PruneRequest.from_args(args))),
     "restore": lambda agent, args, emit: agent.restore(args, emit),
-    "drill": lambda agent, args, emit: agent.drill(args, emit).to_dict(),
-    "bundle_list": lambda agent, args, emit: agent.bundle_list(str(args["backup"])),
-    "bundle_extract": lambda agent, args, emit: agent.bundle_extract(args, emit),
-    "inspect": lambda agent, args, emit: agent.inspect(args, emit).to_dict(),
-    "diff": lambda agent, args, emit: agent.diff(args, emit).to_dict(),
-    "extract": lambda agent, args, emit: agent.extract(args, emit).to_dict(),
+    "drill": lambda agent, args, emit: agent.drill(DrillRequest.from_args(args), emit).to_dict(),
+    "bundle_list": _bundle_list,
+    "bundle_extract": lambda agent, args, emit: agent.bundle_extract(
+        BundleRequest.from_args(args), emit
+    ),
+    "inspect": lambda agent, args, emit: agent.inspect(
+        InspectRequest.from_args(dict(args)), IdentityRef.from_args(args), emit
+    ).to_dict(),
+    "diff": lambda agent, args, emit: agent.diff(
+        DiffRequest.from_args(dict(args)), IdentityRef.from_args(args), emit
+    ).to_dict(),
+    "extract": lambda agent, args, emit: agent.extract(
+        ExtractRequest.from_args(dict(args)), IdentityRef.from_args(args), emit
+    ).to_dict(),
 }
 
 
