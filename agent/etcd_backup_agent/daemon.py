@@ -26,7 +26,7 @@ from .errors import AgentError
 from .manifest import format_time
 from .metrics import Health, MetricsServer, health
 from .sdnotify import Notifier
-from .service import Agent
+from .service import Agent, Job
 from .status import LastResult
 
 TICK = 1.0
@@ -236,10 +236,9 @@ class Daemon:
             return
         self._once_started = True
 
-    def _run_job(self, job: str) -> bool:
+    def _run_job(self, job: Job) -> bool:
         """Start a scheduled job on the worker thread; False when the flight is taken."""
-        assert job in ("backup", "flush", "drill")
-        body = self.agent.start(job)  # type: ignore[arg-type]
+        body = self.agent.start(job)
         if body is None:
             return False
         self._worker = threading.Thread(target=body, name=job, daemon=True)

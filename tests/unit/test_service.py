@@ -17,7 +17,7 @@ import pytest
 
 from etcd_backup_agent.config import Settings, from_dict
 from etcd_backup_agent.control.dispatch import dispatch
-from etcd_backup_agent.errors import Busy, SourceError
+from etcd_backup_agent.errors import Busy, SourceError, UsageError
 from etcd_backup_agent.manifest import Manifest
 from etcd_backup_agent.pipeline import Pipeline
 from etcd_backup_agent.requests import IdentityRef, PruneRequest, VerifyRequest
@@ -208,3 +208,17 @@ def test_a_reload_reaches_the_next_request_and_a_bad_file_keeps_the_old_config(
         assert agent.status().node == "n2"
     finally:
         agent.close()
+
+
+def test_requests_decode_at_the_edge_and_never_show_an_identity(agent_of: Any) -> None:
+    agent = agent_of()
+    with pytest.raises(UsageError, match="an age identity is required"):
+        dispatch(agent, "verify", {"backup": "latest"}, lambda e: None)
+    with pytest.raises(UsageError, match="unknown operation"):
+        dispatch(agent, "format_disk", {}, lambda e: None)
+    ref = IdentityRef.from_args({"identity": "AGE-SECRET-KEY-1XYZ"})
+    assert ref is not None and "AGE-SECRET" not in repr(ref)
+    assert VerifyRequest.from_args({"backup": "b1", "identity_file": "/k"}) == VerifyRequest(
+        "b1", IdentityRef("/k")
+    )
+    assert IdentityRef.from_args({}) is None
