@@ -218,7 +218,12 @@ class BackupPath:
                 before_publish=self._publish_check(w) if recheck else None,
                 clock=self.clock,
             )
-            if s.spool.keep_unuploaded and self.metrics.value("etcd_backup_store_up") == 0:
+            looked = trigger != "command"  # a one-shot command has not looked at the store
+            if (
+                looked
+                and s.spool.keep_unuploaded
+                and self.metrics.value("etcd_backup_store_up") == 0
+            ):
                 # the store was down at the last look: seal into the spool, do not hold the
                 # flight for retry_max_time; the flush publishes it once a listing works
                 sealed = pipeline.prepare(w.source)

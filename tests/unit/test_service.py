@@ -222,3 +222,14 @@ def test_requests_decode_at_the_edge_and_never_show_an_identity(agent_of: Any) -
         "b1", IdentityRef("/k")
     )
     assert IdentityRef.from_args({}) is None
+
+
+def test_the_command_stores_even_with_keep_unuploaded_before_any_listing(
+    agent_of: Any, tmp_path: Path
+) -> None:
+    # a fresh agent has not listed the store (store_up reads 0): only the daemon, which
+    # has looked, may take that for "down" and seal into the spool instead
+    agent = agent_of(spool={"dir": str(tmp_path / "spool"), "keep_unuploaded": True})
+    agent.wiring.source = fake_source(agent.settings, good_db())
+    made = agent.backup("command")
+    assert [m.id for m in stored(tmp_path)] == [made.id] and agent.spool.waiting() == []
