@@ -137,9 +137,10 @@ def test_etcd_sigkilled_mid_stream(
     assert not list(spool.glob("snapshot-*")), "the partial stream was left in the spool"
     view, ledger = LocalView(tmp_path / "store"), Ledger()
     assert check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger).ids == []
+    before = len(stored_ids(agent))  # counted before etcd is back: the retry may be quick
     etcd.start()
     # the failed period is retried after retry_backoff (1 s, doubling)
-    after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger)
+    after_fault(agent, view, age_identity[0], tmp_path / "scratch", ledger, before=before)
 
 
 @contextlib.contextmanager
@@ -422,7 +423,7 @@ def test_s3_down_mid_prune(
         weed.start()
         check = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
         assert real.id in check.ids, "prune deleted the newest complete verified backup"
-        assert_orphans_reported(cfg, check.orphans)
+        assert_orphans_reported(cfg, check.orphans, view)
         # the next prune finishes the job; the next backup succeeds
         r = run_agent("prune", "--config", cfg)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -430,7 +431,7 @@ def test_s3_down_mid_prune(
         assert r.returncode == 0, r.stderr
         final = check_store(view, age_identity[0], tmp_path / "scratch", ledger=ledger)
         assert len(final.backups) <= 3 and real.id in final.ids, final.ids
-        assert_orphans_reported(cfg, final.orphans)
+        assert_orphans_reported(cfg, final.orphans, view)
         counters.note(f"prune under S3 death: first prune exit {proc.returncode}")
     finally:
         weed.stop()
