@@ -31,11 +31,12 @@ from .drill import FAILURE, DrillReport, drill, drill_plaintext
 from .errors import Busy, ConfigError
 from .manifest import Manifest, format_time
 from .metrics import Metrics
-from .pipeline import Spool, sweep_stale_uploads
+from .pipeline import sweep_stale_uploads
 from .requests import IdentityRef
 from .restore import work_root
 from .service_backup import BackupPath
 from .service_requests import Requests
+from .spool import Spool
 from .spool_lock import SpoolLock
 from .status import (
     AgentStatus,

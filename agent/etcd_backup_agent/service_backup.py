@@ -32,9 +32,10 @@ from .errors import (
 )
 from .manifest import Manifest, format_time
 from .metrics import Metrics
-from .pipeline import Pipeline, SealedBackup, Spool
+from .pipeline import Pipeline
 from .requests import Emit, PruneRequest
 from .retention import PruneReport, prune
+from .spool import SealedBackup, Spool
 from .status import LastResult
 from .wiring import Wiring
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import Settings
 from .manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, cluster_prefix
-from .pipeline import PENDING_DIR
+from .spool import PENDING_DIR
 
 STALE_TMP = 3600.0
 TMP_PREFIX = ".tmp-"
