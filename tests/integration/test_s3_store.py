@@ -19,7 +19,8 @@ from etcd_backup_agent.errors import (
     StoreNotFound,
     StoreUnavailable,
 )
-from etcd_backup_agent.store.s3 import S3Store, build_client
+from etcd_backup_agent.store.s3 import S3Store
+from etcd_backup_agent.store.s3_client import build_client
 from tests.servers import LOOPBACK, WeedServer, free_port
 
 pytestmark = pytest.mark.integration

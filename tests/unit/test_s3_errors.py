@@ -12,7 +12,8 @@ from etcd_backup_agent.errors import (
     StoreNotFound,
     StoreUnavailable,
 )
-from etcd_backup_agent.store.s3 import MIN_PART, S3Store, part_size_for
+from etcd_backup_agent.store.s3 import S3Store
+from etcd_backup_agent.store.s3_client import MIN_PART, part_size_for
 
 MIB = 1024 * 1024
 

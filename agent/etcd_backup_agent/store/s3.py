@@ -1,5 +1,5 @@
-"""The S3 store (AWS S3 or a compatible service); with s3_errors and s3_multipart, the only
-modules importing boto3/botocore.
+"""The S3 store (AWS S3 or a compatible service); with s3_client, s3_errors and
+s3_multipart, the only modules importing boto3/botocore.
 
 Behaviour the rest of the agent relies on:
 
@@ -23,7 +23,6 @@ Behaviour the rest of the agent relies on:
 from __future__ import annotations
 
 import io
-import math
 import os
 import threading
 import time
@@ -31,28 +30,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import boto3
-import botocore.session
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ProfileNotFound,
-)
 
 from .. import __version__
 from .. import log as logging
 from ..config import S3Settings
 from ..errors import (
     ObjectLocked,
-    StoreAccessDenied,
     StoreError,
     StoreNotFound,
 )
 from ..manifest import OBJECT_SUFFIX
 from .base import Listing, PutResult, StoredObject
+from .s3_client import S3Body, build_client, part_size_for
 from .s3_errors import BOTO_ERRORS, S3Where, map_error
 from .s3_multipart import MultipartWriter
 
@@ -61,83 +53,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MIN_PART = 5 * 1024 * 1024
-MAX_PARTS = 10_000
-METADATA_KEY = "etcd-backup-agent"
 _MIB = 1024 * 1024
+METADATA_KEY = "etcd-backup-agent"
 
 _log = logging.get("store")
-
-
-def part_size_for(size: int, chunk: int) -> int:
-    """The part size to use for ``size`` bytes: ``chunk`` or larger so parts stay <= 10,000."""
-    needed = math.ceil(size / MAX_PARTS) if size > 0 else 0
-    part = max(chunk, MIN_PART, needed)
-    return math.ceil(part / _MIB) * _MIB
-
-
-def build_client(settings: S3Settings) -> S3Client:
-    """An S3 client from the settings: credentials file/profile, TLS, checksums, addressing."""
-    style: Literal["auto", "path", "virtual"] = "auto"
-    if settings.addressing_style in ("path", "virtual"):
-        style = "path" if settings.addressing_style == "path" else "virtual"
-    checksum: Literal["when_supported", "when_required"] = (
-        "when_supported" if settings.checksum == "when_supported" else "when_required"
-    )
-    core = botocore.session.Session()
-    if settings.credentials_file is not None:
-        core.set_config_variable("credentials_file", str(settings.credentials_file))
-    if settings.profile is not None:
-        core.set_config_variable("profile", settings.profile)
-    config = Config(
-        region_name=settings.region,
-        s3={"addressing_style": style},
-        request_checksum_calculation=checksum,
-        response_checksum_validation=checksum,
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=10,
-        read_timeout=60,
-        max_pool_connections=max(10, settings.max_concurrency + 2),
-        user_agent_extra=f"etcd-backup-agent/{__version__}",
-    )
-    verify: str | bool = str(settings.ca_file) if settings.ca_file else settings.verify_tls
-    try:
-        session = boto3.session.Session(botocore_session=core)
-        return session.client(
-            "s3", endpoint_url=settings.endpoint_url, config=config, verify=verify
-        )
-    except ProfileNotFound:
-        raise StoreAccessDenied(
-            f"s3://{settings.bucket}: profile {settings.profile!r} not found in the credentials"
-        ) from None
-    except (BotoCoreError, ValueError) as exc:
-        raise StoreError(f"s3://{settings.bucket}: cannot create the S3 client: {exc}") from None
-
-
-class _Body(io.RawIOBase):
-    """A raw reader over a botocore StreamingBody; read failures become StoreError."""
-
-    def __init__(self, body: Any, describe: Callable[[BaseException], StoreError]) -> None:
-        super().__init__()
-        self._body = body
-        self._describe = describe
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        try:
-            data: bytes = self._body.read(len(view))
-        except (BotoCoreError, OSError, ValueError) as exc:
-            raise self._describe(exc) from None
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._body.close()
-        super().close()
 
 
 class S3Store:
@@ -330,7 +249,7 @@ class S3Store:
         def describe(exc: BaseException) -> StoreError:
             return self._error(exc, "read", key)[0]
 
-        return io.BufferedReader(_Body(resp["Body"], describe), buffer_size=1024 * 1024)
+        return io.BufferedReader(S3Body(resp["Body"], describe), buffer_size=1024 * 1024)
 
     def list(self, prefix: str) -> Listing:
         """Every object under ``prefix``; raises StoreError rather than return a partial list."""
