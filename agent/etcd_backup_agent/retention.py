@@ -247,7 +247,7 @@ def prune(store: Store, settings: Settings, now: datetime, dry_run: bool = False
     )
 
 
-# -- the report as data and as text (shared by `prune` and `etcd-backupctl prune`) ---------
+# -- the report as data (the JSON output and the socket reply; cli/render.py prints it) ---
 
 
 def _action(report: PruneReport, d: Decision) -> str:
@@ -295,37 +295,3 @@ def report_dict(report: PruneReport) -> dict[str, Any]:
             "incomplete": len(report.incomplete),
         },
     }
-
-
-def format_report(data: dict[str, Any]) -> list[str]:
-    """Text lines of a report_dict(): one line per backup, leftovers, a summary."""
-    lines = []
-    failed = {f["id"]: f["reason"] for f in data["failed"]}
-    for d in data["decisions"]:
-        action = d["action"]
-        flag = "" if d["verified"] else " (unverified)"
-        if action == "keep":
-            why = ", ".join(d["reasons"])
-        elif action == "locked":
-            why = ", ".join(d["reasons"]) or "object lock: the store refused the delete"
-        else:
-            why = failed.get(d["id"], "no rule keeps it")
-        lines.append(f"{action.upper():<13} {d['id']}{flag}  {why}")
-    if not data["decisions"]:
-        lines.append(f"(no backups of cluster {data['cluster']!r} in {data['store']})")
-    lines += [f"orphan (no manifest, not deleted): {key}" for key in data["orphans"]]
-    lines += [f"unreadable manifest (not deleted): {line}" for line in data["unreadable"]]
-    lines += [
-        f"INCOMPLETE    {i['id']}  {i['reason']} (not a backup; not deleted)"
-        for i in data.get("incomplete", [])
-    ]
-    s = data["summary"]
-    verb = "would delete" if data["dry_run"] else "deleted"
-    lines.append(
-        f"{s['backups']} backup(s): {s['kept']} kept, {verb} {s['deleted']}, "
-        f"{s['skipped_locked']} skipped (object lock), {s['failed']} failed; "
-        f"{s['orphans']} orphan(s), {s['unreadable']} unreadable"
-        + (f", {s['incomplete']} incomplete" if s.get("incomplete") else "")
-        + (" [dry run]" if data["dry_run"] else "")
-    )
-    return lines

@@ -18,7 +18,7 @@ from tests.servers import EtcdServer
 
 pytestmark = pytest.mark.integration
 
-MAIN = "import sys; from etcd_backup_agent.control.client import main; sys.exit(main())"
+MAIN = "import sys; from etcd_backup_agent.cli.ctl import main; sys.exit(main())"
 SENTENCE = "Secrets in these backups cannot be decrypted after a restore without it"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from etcd_backup_agent import config as config_mod
+from etcd_backup_agent.cli import ctl
 from etcd_backup_agent.control import client
 from etcd_backup_agent.control.server import ControlServer
 from etcd_backup_agent.service import Agent
@@ -103,7 +104,7 @@ def test_restore_through_socket_with_backupctl(
         "--initial-advertise-peer-urls",
         url,
     ]
-    assert client.main(argv) == 0
+    assert ctl.main(argv) == 0
     out = capsys.readouterr().out
     assert f"into {new}" in out and "next steps:" in out
     server = EtcdServer(new, peer_port=port).start()
@@ -111,7 +112,7 @@ def test_restore_through_socket_with_backupctl(
         assert read_all(server) == backed.written
     finally:
         server.stop()
-    assert client.main(["list", "--socket", str(sock), "--json"]) == 0
+    assert ctl.main(["list", "--socket", str(sock), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["ok"] and len(listed["result"]["backups"]) == 1
 
@@ -127,19 +128,19 @@ def test_identity_from_stdin_and_errors(
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO(backed.identity.read_text()))
-    assert client.main(["verify", "latest", "--socket", str(sock), "--identity", "-"]) == 0
+    assert ctl.main(["verify", "latest", "--socket", str(sock), "--identity", "-"]) == 0
     assert f"revision: {backed.revision}" in capsys.readouterr().out
-    assert client.main(["verify", "nope", "--socket", str(sock), "--identity", "/nonexistent"]) == 2
+    assert ctl.main(["verify", "nope", "--socket", str(sock), "--identity", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "/nonexistent" in err
 
 
 def test_daemon_not_running_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sock = tmp_path / "none.sock"
-    assert client.main(["status", "--socket", str(sock)]) == 1
+    assert ctl.main(["status", "--socket", str(sock)]) == 1
     err = capsys.readouterr().err
     assert str(sock) in err and "`etcd-backup-agent list" in err
-    assert client.main(["restore"]) == 2
+    assert ctl.main(["restore"]) == 2
 
 
 def test_non_root_peer_refused(served: tuple[ControlServer, Path, Path]) -> None:
@@ -288,7 +289,7 @@ def test_options_before_or_after_the_command(
     served: tuple[ControlServer, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, sock, cfg = served
-    assert client.main(["--socket", str(sock), "--json", "status"]) == 0
+    assert ctl.main(["--socket", str(sock), "--json", "status"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
-    assert client.main(["status", "--config", str(cfg)]) == 0
+    assert ctl.main(["status", "--config", str(cfg)]) == 0
     assert "agent:        test / node1" in capsys.readouterr().out

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from etcd_backup_agent.control import client as ctl
+from etcd_backup_agent.cli import ctl
+from etcd_backup_agent.control import client
 from tests.integration.agents import Agent, manifests, new_agent
 from tests.servers import EtcdServer, etcd_bin, put_many
 
@@ -138,7 +139,7 @@ def test_plaintext_drills_run_after_verify_and_are_counted(
         agent,
     )
 
-    reply = ctl.call(sock, "status", {})
+    reply = client.call(sock, "status", {})
     assert reply["ok"], reply
     drill = reply["result"]["drill"]
     assert drill["mode"] == "spool"

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from etcd_backup_agent import config as config_mod
+from etcd_backup_agent.cli import ctl
 from etcd_backup_agent.cli import main as agent_main
 from etcd_backup_agent.control import client
 from etcd_backup_agent.control.server import ControlServer
@@ -410,16 +411,16 @@ def test_the_socket_serves_inspect_diff_and_extract(
 ) -> None:
     sock, ident = str(served), str(cluster.identity)
     a, b = cluster.ids
-    assert client.main(["inspect", a, "--socket", sock, "--identity", ident, "--json"]) == 0
+    assert ctl.main(["inspect", a, "--socket", sock, "--identity", ident, "--json"]) == 0
     reply = json.loads(capsysbinary.readouterr().out)
     assert _per_resource(reply["result"]) == cluster.exp1.per_resource()
-    assert client.main(["diff", a, b, "--socket", sock, "--identity", ident, "--json"]) == 0
+    assert ctl.main(["diff", a, b, "--socket", sock, "--identity", ident, "--json"]) == 0
     reply = json.loads(capsysbinary.readouterr().out)
     assert {(c["kind"], c["key"]) for c in reply["result"]["changes"]} == cluster.changes
     argv = ["extract", b, "--socket", sock, "--identity", ident, "--key", POD_KEY, "-o", "raw"]
-    assert client.main(argv) == 0
+    assert ctl.main(argv) == 0
     assert capsysbinary.readouterr().out == cluster.raw2[POD_KEY]
-    assert client.main(["inspect", a, "--socket", sock, "--identity", ident]) == 0
+    assert ctl.main(["inspect", a, "--socket", sock, "--identity", ident]) == 0
     assert b"RESOURCE" in capsysbinary.readouterr().out
     # a bad selector is refused before anything is downloaded
     assert client.call(served, "extract", {"backup": b, "identity_file": ident})["ok"] is False

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LIST_COMMANDS = """
 import argparse
 from etcd_backup_agent.cli import build_parser
-from etcd_backup_agent.control.client import build_parser as ctl_parser
+from etcd_backup_agent.cli.ctl import build_parser as ctl_parser
 
 def walk(parser, path):
     yield path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from etcd_backup_agent.cli import build_parser
-from etcd_backup_agent.control.client import OFFLINE_EQUIVALENT, main
+from etcd_backup_agent.cli.ctl import OFFLINE_EQUIVALENT, main
 
 
 @pytest.mark.parametrize(("op", "offline"), [("status", "list"), ("prune", "prune")])
@@ -31,7 +31,7 @@ def test_offline_equivalents_are_real_commands() -> None:
 
 
 def test_human_output_of_status_backup_and_prune(capsys: pytest.CaptureFixture[str]) -> None:
-    from etcd_backup_agent.control.client import show
+    from etcd_backup_agent.cli.render import show
 
     show(
         "status",

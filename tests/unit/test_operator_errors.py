@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from etcd_backup_agent.cli.ctl import main as ctl_main
 from etcd_backup_agent.commands.extract_cmd import write_result
-from etcd_backup_agent.control.client import main as ctl_main
 from etcd_backup_agent.errors import AgentError
 from etcd_backup_agent.keyspace.extract import ExtractResult
 from tests.agent_helpers import run_agent
@@ -150,7 +150,7 @@ def test_verify_file_json_flag_is_not_ignored(snapshot: Path) -> None:
 def test_backupctl_list_shows_the_columns_of_the_offline_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from etcd_backup_agent.control.client import show
+    from etcd_backup_agent.cli.render import show
 
     offline = run_agent(
         "list", "--config", _config(tmp_path), env=None
@@ -240,7 +240,7 @@ def test_a_sealed_object_given_as_snapshot_gets_a_hint(
 
 
 def test_backupctl_status_reads_as_english(capsys: pytest.CaptureFixture[str]) -> None:
-    from etcd_backup_agent.control.client import show
+    from etcd_backup_agent.cli.render import show
 
     status = {
         "cluster": "prod",

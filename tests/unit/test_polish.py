@@ -40,7 +40,7 @@ def test_inspect_prints_the_binary_units_list_prints() -> None:
 def test_backupctl_backup_prints_the_offline_backup_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from etcd_backup_agent.control.client import show
+    from etcd_backup_agent.cli.render import show
     from tests.fake_backups import fake_manifest
 
     m = replace(

@@ -21,6 +21,7 @@ import pytest
 
 from etcd_backup_agent import log as logsetup
 from etcd_backup_agent import metrics as metrics_mod
+from etcd_backup_agent.cli import ctl
 from etcd_backup_agent.config import ControlSettings
 from etcd_backup_agent.control import client
 from etcd_backup_agent.control import protocol as proto
@@ -144,7 +145,7 @@ def test_backupctl_as_non_root_with_an_unreadable_config_names_the_way_out(
             import sys
 
             sys.stderr = err
-            code = client.main(["--config", str(cfg), "status"])
+            code = ctl.main(["--config", str(cfg), "status"])
             os.write(write, json.dumps({"code": code, "err": err.getvalue()}).encode())
         except BaseException as exc:
             os.write(write, json.dumps({"code": code, "err": repr(exc)}).encode())

@@ -65,7 +65,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_extract(args: argparse.Namespace) -> int:
     from ..bundle.extract import check_target
     from ..bundle.ops import write_fetched
-    from ..control.client import Progress
+    from ..cli.render import Progress
     from ..control.dispatch import dispatch_offline
     from . import load_settings
     from .restore_cmd import print_result

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli.render import Progress
 from ..config import Settings
-from ..control.client import Progress
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_OK, UsageError
 from . import load_settings

@@ -7,9 +7,9 @@ import json
 import sys
 
 from ..catalog import Incomplete, list_backups
+from ..cli.render import BackupLine, backup_table
 from ..errors import EXIT_OK
 from ..store import open_store
-from ..units import human_size
 from . import load_settings
 
 
@@ -62,22 +62,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         _warn_incomplete(catalog.incomplete)
         return EXIT_OK
-    rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
-    for m in catalog.backups:
-        rows.append(
-            (
-                m.id,
-                m.created_at,
-                str(m.revision),
-                human_size(m.db_size),
-                human_size(m.object_size),
-                "-" if m.total_keys is None else str(m.total_keys),
-                "yes" if m.verified else "no",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for line in backup_table(BackupLine.of(m) for m in catalog.backups):
+        print(line)
     if not catalog.backups:
         print(f"(no backups of cluster {settings.cluster!r} in {store.describe()})")
     if args.orphans:

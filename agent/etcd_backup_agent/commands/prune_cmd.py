@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
+from ..cli.render import prune_report
 from ..errors import EXIT_FAILURE, EXIT_OK
 from ..requests import PruneRequest
-from ..retention import format_report, report_dict
+from ..retention import report_dict
 from ..service import Agent
 from . import load_settings
 
@@ -40,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report_dict(report), indent=2) + "\n")
     else:
-        for line in format_report(report_dict(report)):
+        for line in prune_report(report_dict(report)):
             print(line)
     return EXIT_FAILURE if report.result.failed else EXIT_OK

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import scratch
-from ..control.client import Progress, show
+from ..cli.render import Progress, show
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..restore import work_root

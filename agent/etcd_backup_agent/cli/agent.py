@@ -12,10 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from . import log as logsetup
-from .errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
-from .pipes import quiet_broken_pipe
+from .. import __version__
+from .. import log as logsetup
+from ..errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
+from ..pipes import quiet_broken_pipe
 
 COMMAND_MODULES = (
     "config_cmd",
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"etcd-backup-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"{__package__}.commands.{name}")
+        module = importlib.import_module(f"..commands.{name}", __package__)
         module.register(sub, common)
     return parser
 
@@ -113,7 +113,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

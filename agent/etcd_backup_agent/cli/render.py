@@ -1,0 +1,249 @@
+"""What an operator reads: tables, the prune report, the progress bar, results of the ops.
+
+Shared by ``etcd-backup-agent`` (results computed in-process) and ``etcd-backupctl``
+(results from the socket): both print the same text for the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..units import human_size
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+
+class Progress:
+    """A one-line progress bar on a TTY; log events as lines."""
+
+    def __init__(self, out: TextIO, quiet: bool) -> None:
+        self.out = out
+        self.tty = out.isatty() and not quiet
+        self.quiet = quiet
+        self.active = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress" and self.tty:
+            done, total = int(event.get("done", 0)), int(event.get("total", 0))
+            frac = min(done / total, 1.0) if total else 0.0
+            bar = "#" * int(frac * 30)
+            self.out.write(f"\r{event.get('stage', ''):<10} [{bar:<30}] {frac * 100:5.1f}%")
+            self.out.flush()
+            self.active = True
+        elif event.get("event") == "log" and not self.quiet:
+            self.clear()
+            self.out.write(f"{event.get('message', '')}\n")
+
+    def clear(self) -> None:
+        if self.active:
+            self.out.write("\r" + " " * 60 + "\r")
+            self.active = False
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns two spaces apart; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+@dataclass(frozen=True)
+class BackupLine:
+    """One row of `list`: from a manifest (in-process) or a socket reply's manifest dict."""
+
+    id: str
+    created_at: str
+    revision: int
+    db_size: int | None
+    object_size: int | None
+    total_keys: int | None
+    verified: bool
+
+    @classmethod
+    def of(cls, m: Manifest) -> BackupLine:
+        return cls(
+            m.id, m.created_at, m.revision, m.db_size, m.object_size, m.total_keys, m.verified
+        )
+
+    @classmethod
+    def from_reply(cls, d: Mapping[str, Any]) -> BackupLine:
+        return cls(
+            str(d["id"]),
+            str(d["created_at"]),
+            int(d["revision"]),
+            d.get("db_size"),
+            d.get("object_size"),
+            d.get("total_keys"),
+            bool(d.get("verified")),
+        )
+
+
+def backup_table(backups: Iterable[BackupLine]) -> list[str]:
+    """The backups as `list` shows them, through either program."""
+    rows = [("ID", "CREATED (UTC)", "REVISION", "DB SIZE", "STORED", "KEYS", "VERIFIED")]
+    for b in backups:
+        rows.append(
+            (
+                b.id,
+                b.created_at,
+                str(b.revision),
+                human_size(b.db_size),
+                human_size(b.object_size),
+                "-" if b.total_keys is None else str(b.total_keys),
+                "yes" if b.verified else "no",
+            )
+        )
+    return table(rows)
+
+
+def show(op: str, result: Any) -> None:
+    """Print a successful result of ``op`` as an operator reads it."""
+    if op == "list":
+        # the same columns as `etcd-backup-agent list`
+        for line in backup_table(BackupLine.from_reply(m) for m in result.get("backups", [])):
+            print(line)
+        if not result.get("complete", True):
+            print("warning: the store listing was incomplete")
+        return
+    if op == "restore" and isinstance(result, dict) and "placed_snapshot" in result:
+        print(
+            f"placed {result['source']} (revision {result['revision']}) at "
+            f"{result['placed_snapshot']}"
+        )
+        print("next steps:")
+        for i, step in enumerate(result["swap"]["steps"][1:], 1):
+            print(f"  {i}. {step}")
+        print(f"the command: {result['command']}")
+        return
+    if op == "restore" and isinstance(result, dict) and "next_steps" in result:
+        if result.get("backup_id"):
+            print(f"restored backup {result['backup_id']} into {result['data_dir']}")
+            age_h = float(result.get("age_seconds", 0)) / 3600
+            print(
+                f"  taken {result['created_at']} ({age_h:.1f} h ago), "
+                f"revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)"
+            )
+        else:
+            print(f"restored snapshot {result.get('snapshot_file')} into {result['data_dir']}")
+            print(f"  revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)")
+        engine = result.get("engine", "etcdutl")
+        if engine == "etcdutl":
+            engine = f"etcdutl {result['etcdutl_version']}"
+        print(
+            f"  member {result['name']} ({result.get('member_id')}) of {result['initial_cluster']} "
+            f"(token {result['initial_cluster_token']}, cluster {result.get('cluster_id')}), "
+            f"engine {engine}"
+        )
+        if result.get("wal_dir"):
+            print(f"  WAL in {result['wal_dir']}")
+        if result.get("bump_revision"):
+            print(f"  revision bumped by {result['bump_revision']} and marked compacted")
+        print("next steps:")
+        for i, step in enumerate(result["next_steps"], 1):
+            print(f"  {i}. {step}")
+        for rec in result.get("recommendations", []):
+            print(f"note: {rec}")
+        if result.get("member_commands"):
+            print("restore every member (same backup, same --initial-cluster and token):")
+            for c in result["member_commands"]:
+                if c["name"] == result["name"]:
+                    print(f"  # member {c['name']} ({c['peer_urls']}): this node, done")
+                    continue
+                print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
+                print(f"  {c['command']}")
+        _show_bundle_install(result)
+        if result.get("swap"):
+            _show_swap(result["swap"])
+        return
+    if op == "restore" and isinstance(result, dict) and "swap" in result:
+        print("dry run: nothing was changed")
+        _show_bundle_install(result)
+        _show_swap(result["swap"])
+        return
+    if op == "prune" and isinstance(result, dict) and "decisions" in result:
+        for line in prune_report(result):
+            print(line)
+        return
+    if op == "backup" and isinstance(result, dict) and "object_size" in result:
+        from ..backup_report import stored_lines
+        from ..manifest import Manifest
+
+        for line in stored_lines(Manifest.from_dict(result), str(result.get("store", ""))):
+            print(line)
+        return
+    if op == "status" and isinstance(result, dict) and "last" in result:
+        _show_status(result)
+        return
+    if op.startswith("bundle_") and isinstance(result, dict):
+        from ..bundle.report import format_result
+
+        print("\n".join(format_result(op, result)))
+        return
+    if isinstance(result, dict):
+        for k, v in result.items():
+            print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+    else:
+        print(json.dumps(result, indent=2))
+
+
+def _show_bundle_install(result: dict[str, Any]) -> None:
+    if result.get("bundle_install"):
+        from ..bundle.install import format_install
+
+        print("\n".join(format_install(result["bundle_install"])))
+
+
+def _show_status(st: dict[str, Any]) -> None:
+    from ..status import AgentStatus, render
+
+    print("\n".join(render(AgentStatus.from_wire(st))))
+
+
+def _show_swap(plan: dict[str, Any]) -> None:
+    state = "applied" if plan.get("applied") else "planned"
+    print(f"{plan['layout']} swap ({state}); originals kept in {plan['backup_dir']}:")
+    for step in plan.get("steps", []):
+        print(f"  - {step}")
+    for path, changes in plan.get("changes", {}).items():
+        for c in changes:
+            print(f"  {path}:{c['line']}: {c['old'].strip()}  ->  {c['new'].strip()}")
+    print("rollback:")
+    for step in plan.get("rollback", []):
+        print(f"  {step}")
+
+
+def prune_report(data: dict[str, Any]) -> list[str]:
+    """Text lines of ``retention.report_dict()``: one line per backup, leftovers, a summary."""
+    lines = []
+    failed = {f["id"]: f["reason"] for f in data["failed"]}
+    for d in data["decisions"]:
+        action = d["action"]
+        flag = "" if d["verified"] else " (unverified)"
+        if action == "keep":
+            why = ", ".join(d["reasons"])
+        elif action == "locked":
+            why = ", ".join(d["reasons"]) or "object lock: the store refused the delete"
+        else:
+            why = failed.get(d["id"], "no rule keeps it")
+        lines.append(f"{action.upper():<13} {d['id']}{flag}  {why}")
+    if not data["decisions"]:
+        lines.append(f"(no backups of cluster {data['cluster']!r} in {data['store']})")
+    lines += [f"orphan (no manifest, not deleted): {key}" for key in data["orphans"]]
+    lines += [f"unreadable manifest (not deleted): {line}" for line in data["unreadable"]]
+    lines += [
+        f"INCOMPLETE    {i['id']}  {i['reason']} (not a backup; not deleted)"
+        for i in data.get("incomplete", [])
+    ]
+    s = data["summary"]
+    verb = "would delete" if data["dry_run"] else "deleted"
+    lines.append(
+        f"{s['backups']} backup(s): {s['kept']} kept, {verb} {s['deleted']}, "
+        f"{s['skipped_locked']} skipped (object lock), {s['failed']} failed; "
+        f"{s['orphans']} orphan(s), {s['unreadable']} unreadable"
+        + (f", {s['incomplete']} incomplete" if s.get("incomplete") else "")
+        + (" [dry run]" if data["dry_run"] else "")
+    )
+    return lines
