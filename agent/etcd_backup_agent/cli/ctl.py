@@ -16,7 +16,7 @@ from ..control import protocol as proto
 from ..control.client import Unreachable, call, find_socket
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 from ..pipes import quiet_broken_pipe
-from . import keyspace_ctl
+from . import keyspace_ctl, options
 from .render import Progress, show
 
 EPILOG = """examples:
@@ -66,94 +66,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common], help="stored backups, newest first")
     sub.add_parser("backup", parents=[common], help="take a backup now")
     v = sub.add_parser("verify", parents=[common], help="download, decrypt and verify a backup")
-    v.add_argument("backup", metavar="ID|latest")
-    v.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
+    options.backup_arg(v)
+    options.identity_flag(v, required=True)
     pr = sub.add_parser("prune", parents=[common], help="apply the retention policy")
-    pr.add_argument("--dry-run", action="store_true")
+    options.prune_flags(pr)
     r = sub.add_parser("restore", parents=[common], help="restore a backup into a new data dir")
-    r.add_argument("backup", metavar="ID|latest")
-    r.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    r.add_argument("--data-dir", required=True, help="NEW data dir (must not exist or be empty)")
-    r.add_argument("--wal-dir", help="put the WAL in this NEW dir (etcd --wal-dir)")
-    r.add_argument("--name", default="default")
-    r.add_argument("--initial-cluster", default="")
-    r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
-    r.add_argument("--initial-cluster-token", default="etcd-cluster")
-    r.add_argument("--bump-revision", type=int)
-    r.add_argument("--mark-compacted", action="store_true")
-    r.add_argument("--apply", action="store_true", help="also perform the guided swap")
-    r.add_argument("--layout", choices=("kubeadm", "systemd", "k3s", "rke2"))
-    r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
-    r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
-    r.add_argument("--with-bundle", action="store_true", help="kubeadm: put the bundle back too")
+    options.restore_flags(r, remote=True)
     d = sub.add_parser(
         "drill",
         parents=[common],
         help="restore drill: restore, read back; serve with etcd if present",
     )
-    d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
-    d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
+    options.drill_flags(d)
     b = sub.add_parser("bundle", help="list or extract a backup's control-plane bundle")
     actions = b.add_subparsers(dest="bundle_action", metavar="ACTION", required=True)
     bl = actions.add_parser("list", parents=[common], help="the bundle's file list")
-    bl.add_argument("backup", metavar="ID|latest")
+    options.backup_arg(bl)
     be = actions.add_parser("extract", parents=[common], help="write the bundle under DIR")
-    be.add_argument("backup", metavar="ID|latest")
-    be.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    be.add_argument("--to", required=True, metavar="DIR", help="a new dir on the agent's node")
+    options.bundle_extract_flags(be)
     keyspace_ctl.add_parsers(sub, common)
     return p
 
 
-def _identity(value: str, args: dict[str, Any]) -> None:
-    if value == "-":
-        args["identity"] = sys.stdin.read(65536)
-    else:
-        args["identity_file"] = str(Path(value).resolve())
-
-
 def request_args(ns: argparse.Namespace) -> dict[str, Any]:
     """The protocol arguments of a parsed command line."""
-    args: dict[str, Any] = {}
     if ns.op in keyspace_ctl.OPS:
-        args = keyspace_ctl.request_args(ns)
-        _identity(ns.identity, args)
-        return args
+        return keyspace_ctl.request_args(ns) | options.identity_request(ns.identity, remote=True)
     if ns.op == "prune":
-        args["dry_run"] = ns.dry_run
-    elif ns.op in ("bundle_list", "bundle_extract"):
-        args["backup"] = ns.backup
-        if ns.op == "bundle_extract":
-            from ..bundle.extract import check_target
-
-            check_target(Path(ns.to).absolute())  # before the download, not after
-            _identity(ns.identity, args)
-    elif ns.op in ("verify", "restore", "drill"):
-        args["backup"] = ns.backup
-        if ns.identity:
-            _identity(ns.identity, args)
+        return {"dry_run": ns.dry_run}
     if ns.op == "restore":
-        args |= {
-            "data_dir": str(Path(ns.data_dir).absolute()),
-            "name": ns.name,
-            "initial_advertise_peer_urls": ns.initial_advertise_peer_urls,
-            "initial_cluster_token": ns.initial_cluster_token,
-            "apply": ns.apply,
-            "dry_run": ns.dry_run,
-            "swap_wait": ns.swap_wait,
-            "mark_compacted": ns.mark_compacted,
-        }
-        if ns.initial_cluster:
-            args["initial_cluster"] = ns.initial_cluster
-        if ns.layout:
-            args["layout"] = ns.layout
-        if ns.bump_revision is not None:
-            args["bump_revision"] = ns.bump_revision
-        if ns.wal_dir:
-            args["wal_dir"] = str(Path(ns.wal_dir).absolute())
-        if ns.with_bundle:
-            args["with_bundle"] = True
-    return args
+        return options.restore_request(ns, remote=True)
+    if ns.op == "bundle_extract":
+        from ..bundle.extract import check_target
+
+        check_target(Path(ns.to).absolute())  # before the download, not after
+    if ns.op in ("verify", "drill", "bundle_list", "bundle_extract"):
+        return {"backup": ns.backup} | options.identity_request(
+            getattr(ns, "identity", None), remote=True
+        )
+    return {}
 
 
 # The etcd-backup-agent command doing the same work without the daemon.

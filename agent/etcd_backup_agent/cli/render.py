@@ -15,6 +15,7 @@ from ..units import human_size
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
+    from ..snapshot.status import SnapshotStatus
 
 
 class Progress:
@@ -97,6 +98,34 @@ def backup_table(backups: Iterable[BackupLine]) -> list[str]:
             )
         )
     return table(rows)
+
+
+def snapshot_status_table(status: SnapshotStatus) -> str:
+    """`verify FILE`: the table `etcdutl snapshot status -w table` prints (SI sizes, as it)."""
+    headers = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"]
+    row = [
+        f"{status.hash:x}",
+        str(status.revision),
+        str(status.total_key),
+        _si_size(status.total_size),
+    ]
+    if status.rules == "3.6":
+        headers.append("VERSION")
+        row.append(status.version or "")
+    widths = [max(len(h), len(c)) for h, c in zip(headers, row, strict=True)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    head = "|" + "|".join(f" {h:^{w}} " for h, w in zip(headers, widths, strict=True)) + "|"
+    body = "|" + "|".join(f" {c:>{w}} " for c, w in zip(row, widths, strict=True)) + "|"
+    return "\n".join([line, head, line, body, line])
+
+
+def _si_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(size)  # pragma: no cover
 
 
 def show(op: str, result: Any) -> None:

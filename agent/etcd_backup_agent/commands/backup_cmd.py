@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..backup_report import stored_lines
+from ..cli import options
 from ..errors import EXIT_OK, UsageError
 from ..service import Agent
 from ..stop_signals import cancel_on_stop_signals
@@ -38,7 +39,7 @@ def register(
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    options.json_flag(p, help="print the manifest as JSON on stdout")
     p.add_argument(
         "--from-data-dir",
         metavar="DIR",

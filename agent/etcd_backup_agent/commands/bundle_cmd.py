@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from ..cli import options
 from ..errors import EXIT_OK
-from .restore_cmd import identity_args, run_offline
+from .restore_cmd import run_offline
 
 EPILOG = """examples:
   etcd-backup-agent bundle list latest
@@ -40,8 +40,8 @@ def register(
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ls.add_argument("backup", metavar="ID|latest")
-    ls.add_argument("--json", action="store_true", help="print the record as JSON")
+    options.backup_arg(ls)
+    options.json_flag(ls, help="print the record as JSON")
     ls.set_defaults(handler=run_list)
     ex = actions.add_parser(
         "extract",
@@ -50,10 +50,8 @@ def register(
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ex.add_argument("backup", metavar="ID|latest")
-    ex.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
-    ex.add_argument("--to", required=True, type=Path, metavar="DIR", help="a new directory")
-    ex.add_argument("--json", action="store_true", help="print the result as JSON")
+    options.bundle_extract_flags(ex)
+    options.json_flag(ex)
     ex.set_defaults(handler=run_extract)
 
 
@@ -74,7 +72,7 @@ def run_extract(args: argparse.Namespace) -> int:
     check_target(to)  # before the download, not after
     settings = load_settings(args)
     progress = Progress(sys.stderr, quiet=args.json)
-    request = {"backup": args.backup} | identity_args(args.identity)
+    request = {"backup": args.backup} | options.identity_request(args.identity)
     try:
         fetched = dispatch_offline(settings, "bundle_extract", request, progress)
     finally:

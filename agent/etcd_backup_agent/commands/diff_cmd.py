@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import options
 from ..errors import EXIT_OK, UsageError
 from .inspect_cmd import run_op, settings_for
 
@@ -33,16 +34,14 @@ def register(
         epilog=EPILOG,
     )
     p.add_argument(
-        "backups", nargs="*", metavar="ID|latest", help="two stored backups, older first"
+        "backups", nargs="*", metavar=options.BACKUP, help="two stored backups, older first"
     )
     p.add_argument(
         "--snapshot", action="append", type=Path, metavar="FILE", help="a file (give it twice)"
     )
-    p.add_argument("--identity", metavar="FILE", help="age identity for stored backups, or -")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument(
-        "--max-changes", type=int, default=1000, metavar="N", help="changed keys to list"
-    )
+    options.identity_flag(p, of="stored backups")
+    options.json_flag(p)
+    options.max_changes_flag(p)
     p.set_defaults(handler=run_diff)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import options
 from ..errors import EXIT_FAILURE, EXIT_OK, AgentError, UsageError
 from .inspect_cmd import run_op, settings_for
 
@@ -39,33 +40,10 @@ def register(
         "snapshot file, as of its revision or an older retained one.",
         epilog=EPILOG,
     )
-    p.add_argument("backup", nargs="?", metavar="ID|latest", help="a stored backup")
+    options.backup_arg(p, optional=True, help="a stored backup")
     p.add_argument("--snapshot", metavar="FILE", type=Path, help="a snapshot or db file instead")
-    p.add_argument("--identity", metavar="FILE", help="age identity for a stored backup, or -")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--key", metavar="K", help="one etcd key, e.g. /registry/pods/ns/name")
-    what.add_argument("--prefix", metavar="P", help="every key under this prefix")
-    p.add_argument("--revision", type=int, metavar="R", help="as of this etcd revision")
-    p.add_argument(
-        "-o",
-        "--output",
-        choices=("json", "yaml", "raw"),
-        default="json",
-        help="json (default) or yaml for kubectl apply, raw as etcdctl get --print-value-only",
-    )
-    p.add_argument("--out", type=Path, metavar="DIR", help="one file per object under DIR")
-    p.add_argument(
-        "--keep-server-fields",
-        action="store_true",
-        help="keep resourceVersion, uid, managedFields, creationTimestamp, generation, selfLink",
-    )
-    p.add_argument(
-        "--max-bytes",
-        type=int,
-        default=64 * 1024 * 1024,
-        metavar="N",
-        help="stop after this many value bytes (default 64 MiB)",
-    )
+    options.identity_flag(p, of="a stored backup")
+    options.extract_flags(p)
     p.set_defaults(handler=run_extract, json=False)
 
 
@@ -77,15 +55,7 @@ def run_extract(args: argparse.Namespace) -> int:
     if (args.backup is None) == (args.snapshot is None):
         raise UsageError("extract needs a backup ID (or latest) or --snapshot FILE, not both")
     check_out(args.out)
-    req = ExtractRequest.from_args(
-        {
-            "backup": args.backup or "",
-            "key": args.key,
-            "prefix": args.prefix,
-            "revision": args.revision,
-            "max_bytes": args.max_bytes,
-        }
-    )
+    req = ExtractRequest.from_args(options.extract_request(args, args.backup or "").to_args())
     if args.snapshot is not None:
         if not args.snapshot.is_file():
             raise UsageError(f"--snapshot {args.snapshot}: no such file")

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import options
 from ..cli.render import Progress
 from ..config import Settings
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_OK, UsageError
 from . import load_settings
-from .restore_cmd import identity_args
 
 EPILOG = """examples:
   etcd-backup-agent inspect --snapshot snapshot.db            (a file: no config needed)
@@ -41,11 +41,11 @@ def register(
         "against live data, and which objects are encrypted at rest.",
         epilog=EPILOG,
     )
-    p.add_argument("backup", nargs="?", metavar="ID|latest", help="a stored backup")
+    options.backup_arg(p, optional=True, help="a stored backup")
     p.add_argument("--snapshot", metavar="FILE", type=Path, help="a snapshot or db file instead")
-    p.add_argument("--identity", metavar="FILE", help="age identity for a stored backup, or -")
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--top", type=int, default=20, metavar="N", help="rows to show (default 20)")
+    options.identity_flag(p, of="a stored backup")
+    options.json_flag(p, help="print the full report as JSON")
+    options.top_flag(p)
     p.set_defaults(handler=run_inspect)
 
 
@@ -64,7 +64,9 @@ def run_op(args: argparse.Namespace, settings: Settings, op: str, req: dict[str,
     """Run a keyspace op on stored backups in this process, with progress on stderr."""
     progress = Progress(sys.stderr, quiet=bool(getattr(args, "json", False)))
     try:
-        return dispatch_offline(settings, op, req | identity_args(args.identity), progress)
+        return dispatch_offline(
+            settings, op, req | options.identity_request(args.identity), progress
+        )
     finally:
         progress.clear()
 

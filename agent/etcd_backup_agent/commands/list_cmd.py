@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..catalog import Incomplete, list_backups
+from ..cli import options
 from ..cli.render import BackupLine, backup_table
 from ..errors import EXIT_OK
 from ..store import open_store
@@ -23,7 +24,7 @@ def register(
         description="List the backups of this cluster (those with a manifest), newest first.",
         epilog="example: etcd-backup-agent list --json | jq '.[0].id'",
     )
-    p.add_argument("--json", action="store_true", help="print manifests as a JSON array")
+    options.json_flag(p, help="print manifests as a JSON array")
     p.add_argument(
         "--orphans",
         action="store_true",

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..cli import options
 from ..cli.render import prune_report
 from ..errors import EXIT_FAILURE, EXIT_OK
 from ..requests import PruneRequest
@@ -26,8 +27,8 @@ def register(
         "everything; a store that cannot be listed completely is never pruned.",
         epilog="example: etcd-backup-agent prune --dry-run",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
-    p.add_argument("--json", action="store_true", help="print the plan and result as JSON")
+    options.prune_flags(p)
+    options.json_flag(p, help="print the plan and result as JSON")
     p.set_defaults(handler=run)
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .. import scratch
+from ..cli import options
 from ..cli.render import Progress, show
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..restore import work_root
-from ..swap import LAYOUTS, RESET_LAYOUTS
+from ..swap import RESET_LAYOUTS
 from . import load_settings
 
 RESTORE_EPILOG = """examples:
@@ -38,14 +38,6 @@ exit codes: 0 restored, 1 failed (target untouched), 2 usage or config
 """
 
 
-def identity_args(value: str | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if value == "-":
-        return {"identity": sys.stdin.read(65536)}
-    return {"identity_file": value}
-
-
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -59,31 +51,8 @@ def register(
         epilog=RESTORE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("backup", nargs="?", metavar="ID|latest")
-    r.add_argument("--snapshot", type=Path, metavar="FILE", help="restore this local snapshot")
-    r.add_argument("--allow-no-trailer", action="store_true", help="with --snapshot")
-    r.add_argument("--identity", metavar="FILE", help="age identity file, or - (backups)")
-    r.add_argument("--data-dir", type=Path, help="the NEW data dir")
-    r.add_argument("--wal-dir", type=Path, help="put the WAL here (a NEW dir), as etcd --wal-dir")
-    r.add_argument("--name", default="default", help="this member's name")
-    r.add_argument("--initial-cluster", default="", help="NAME=PEER_URL,... of every member")
-    r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
-    r.add_argument("--initial-cluster-token", default="etcd-cluster")
-    r.add_argument(
-        "--bump-revision", type=int, help="raise the revision by N (etcdutl engine: >= 3.5.10)"
-    )
-    r.add_argument("--mark-compacted", action="store_true", help="with --bump-revision")
-    r.add_argument("--apply", action="store_true", help="also swap the restored dir in")
-    r.add_argument("--layout", choices=LAYOUTS, help="how etcd runs here")
-    r.add_argument("--dry-run", action="store_true", help="print the swap plan, touch nothing")
-    r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
-    r.add_argument(
-        "--with-bundle",
-        action="store_true",
-        help="kubeadm swap: also put the backup's control-plane bundle back (files it "
-        "replaces are copied aside first; nothing is deleted)",
-    )
-    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    options.restore_flags(r, remote=False)
+    options.json_flag(r, help="print the report as JSON")
     r.set_defaults(handler=run_restore)
 
     d = sub.add_parser(
@@ -101,9 +70,8 @@ def register(
         "exit codes: 0 the drill passed, 1 it failed, 2 usage or config (docs/drill.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("backup", nargs="?", default="latest", metavar="ID|latest")
-    d.add_argument("--identity", metavar="FILE", help="age identity (default [drill] identity)")
-    d.add_argument("--json", action="store_true")
+    options.drill_flags(d)
+    options.json_flag(d)
     d.set_defaults(handler=run_drill)
 
 
@@ -134,38 +102,15 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError("restoring a backup needs --identity FILE (or -)")
     if args.data_dir is None and args.layout not in RESET_LAYOUTS:
         raise UsageError("--data-dir is required (the NEW data dir)")
-    req: dict[str, Any] = {
-        "name": args.name,
-        "initial_advertise_peer_urls": args.initial_advertise_peer_urls,
-        "initial_cluster_token": args.initial_cluster_token,
-        "mark_compacted": args.mark_compacted,
-        "apply": args.apply,
-        "dry_run": args.dry_run,
-        "swap_wait": args.swap_wait,
-    } | identity_args(args.identity)
-    if args.backup is not None:
-        req["backup"] = args.backup
-    if args.snapshot is not None:
-        req["snapshot"] = str(args.snapshot.absolute())
-        req["allow_no_trailer"] = args.allow_no_trailer
-    if args.data_dir is not None:
-        req["data_dir"] = str(args.data_dir.absolute())
-    if args.wal_dir is not None:
-        req["wal_dir"] = str(args.wal_dir.absolute())
-    if args.with_bundle:
-        req["with_bundle"] = True
-    if args.initial_cluster:
-        req["initial_cluster"] = args.initial_cluster
-    if args.layout:
-        req["layout"] = args.layout
-    if args.bump_revision is not None:
-        req["bump_revision"] = args.bump_revision
+    req = options.restore_request(args, remote=False)
     run_offline(args, "restore", req)
     return EXIT_OK
 
 
 def run_drill(args: argparse.Namespace) -> int:
-    result = run_offline(args, "drill", {"backup": args.backup} | identity_args(args.identity))
+    result = run_offline(
+        args, "drill", {"backup": args.backup} | options.identity_request(args.identity)
+    )
     if result.get("result") != "success":
         step = f" at {result['step']}" if result.get("step") else ""
         sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")

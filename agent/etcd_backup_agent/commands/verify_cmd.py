@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
+from ..cli import options
+from ..cli.render import snapshot_status_table
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..snapshot.status import SnapshotStatus
 from ..snapshot.verify import verify_snapshot
-from .restore_cmd import identity_args, run_offline
+from .restore_cmd import run_offline
 
 EPILOG = """examples:
   etcd-backup-agent verify snapshot.db -w json          (a file; no config, no etcd binaries)
@@ -53,38 +54,12 @@ def register(
         action="store_true",
         help="accept a raw member/snap/db copy without the 32-byte sha256 trailer",
     )
-    p.add_argument("--backup", metavar="ID|latest", help="verify a stored backup instead of a file")
-    p.add_argument("--identity", metavar="FILE", help="with --backup: age identity file, or -")
-    p.add_argument("--json", action="store_true", help="with --backup: print the result as JSON")
+    p.add_argument(
+        "--backup", metavar=options.BACKUP, help="verify a stored backup instead of a file"
+    )
+    options.identity_flag(p, of="--backup")
+    options.json_flag(p, help="with --backup: print the result as JSON")
     p.set_defaults(handler=run_verify)
-
-
-def format_table(status: SnapshotStatus) -> str:
-    """A small aligned table of the status."""
-    headers = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"]
-    row = [
-        f"{status.hash:x}",
-        str(status.revision),
-        str(status.total_key),
-        _human(status.total_size),
-    ]
-    if status.rules == "3.6":
-        headers.append("VERSION")
-        row.append(status.version or "")
-    widths = [max(len(h), len(c)) for h, c in zip(headers, row, strict=True)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    head = "|" + "|".join(f" {h:^{w}} " for h, w in zip(headers, widths, strict=True)) + "|"
-    body = "|" + "|".join(f" {c:>{w}} " for c, w in zip(row, widths, strict=True)) + "|"
-    return "\n".join([line, head, line, body, line])
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return str(size)  # pragma: no cover
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -111,12 +86,12 @@ def run_verify(args: argparse.Namespace) -> int:
         # compact, like etcdutl: byte-identical to `etcdutl snapshot status -w json`
         print(json.dumps(report.status.to_json_dict(), separators=(",", ":")))
     else:
-        print(format_table(report.status))
+        print(snapshot_status_table(report.status))
     return EXIT_OK
 
 
 def _verify_stored(args: argparse.Namespace) -> int:
     if not args.identity:
         raise UsageError("--backup needs --identity FILE (the age identity, or - for stdin)")
-    run_offline(args, "verify", {"backup": args.backup} | identity_args(args.identity))
+    run_offline(args, "verify", {"backup": args.backup} | options.identity_request(args.identity))
     return EXIT_OK
