@@ -16,6 +16,7 @@ from .. import __version__
 from .. import log as logsetup
 from ..errors import EXIT_FAILURE, EXIT_USAGE, AgentError, ConfigError
 from ..pipes import quiet_broken_pipe
+from . import options
 
 COMMAND_MODULES = (
     "config_cmd",
@@ -65,13 +66,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        default=None,
-        help="config file (default: /etc/etcd-backup-agent/config.toml)",
-    )
+    options.config_flag(common)
     common.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="override [log] level"
     )

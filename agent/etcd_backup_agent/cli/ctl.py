@@ -40,9 +40,7 @@ exit codes: 0 ok, 1 failed or daemon unreachable, 2 usage
 def _common(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", metavar="PATH", default=default, help="the control socket")
-    common.add_argument(
-        "--config", "-c", metavar="FILE", default=default, help="read [control] socket from FILE"
-    )
+    options.config_flag(common, default=default, help="read [control] socket from FILE")
     common.add_argument(
         "--json", action="store_true", default=default, help="print the raw JSON reply"
     )

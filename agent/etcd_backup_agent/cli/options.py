@@ -3,7 +3,9 @@
 A command adds a group with one call (``restore_flags(parser, remote=True)``), and turns
 the parsed flags into the op's request with the matching ``*_request`` function, so both
 programs send the same request for the same flags. Defaults come from the values that
-own them (the restore member spec, the swap, the keyspace requests), never from a copy.
+own them, never from a copy: the keyspace requests' for --top, --max-changes and
+--max-bytes; the restore's flags are not sent unless given, so the restore's own
+defaults apply (importing the restore here would slow every etcd-backupctl call).
 ``remote`` means etcd-backupctl: the daemon does the work, so paths it reads are made
 absolute here and only stored backups can be named.
 """
@@ -11,11 +13,11 @@ absolute here and only stored backups can be named.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_CONFIG_PATH
 from ..keyspace.requests import (
     DEFAULT_EXTRACT_BYTES,
     MAX_EXTRACT_BYTES,
@@ -27,6 +29,16 @@ from ..swap import LAYOUTS
 
 BACKUP = "ID|latest"
 _MIB = 1024 * 1024
+
+
+def config_flag(
+    p: argparse.ArgumentParser,
+    *,
+    default: Any = None,
+    help: str = f"config file (default: {DEFAULT_CONFIG_PATH})",
+) -> None:
+    """``--config FILE`` (``-c``): the agent's config file."""
+    p.add_argument("--config", "-c", metavar="FILE", default=default, help=help)
 
 
 def backup_arg(
@@ -84,20 +96,6 @@ def bundle_extract_flags(p: argparse.ArgumentParser) -> None:
 # -- restore and drill ---------------------------------------------------------------------
 
 
-def _restore_defaults() -> dict[str, Any]:
-    # the member spec's and the swap's own defaults, so neither program keeps a copy
-    from ..restore import MemberSpec
-    from ..swap import swap
-
-    return {
-        "name": MemberSpec.name,
-        "initial_advertise_peer_urls": MemberSpec.initial_advertise_peer_urls,
-        "initial_cluster": MemberSpec.initial_cluster,
-        "initial_cluster_token": MemberSpec.initial_cluster_token,
-        "swap_wait": inspect.signature(swap).parameters["wait"].default,
-    }
-
-
 def restore_flags(p: argparse.ArgumentParser, *, remote: bool) -> None:
     """The flags of a restore: what to restore, as which member, and the optional swap.
 
@@ -105,7 +103,6 @@ def restore_flags(p: argparse.ArgumentParser, *, remote: bool) -> None:
     required by the parser; offline, --snapshot FILE is the alternative and the command
     checks which combination was given.
     """
-    d = _restore_defaults()
     if remote:
         backup_arg(p)
         identity_flag(p, required=True)
@@ -113,6 +110,7 @@ def restore_flags(p: argparse.ArgumentParser, *, remote: bool) -> None:
             "--data-dir",
             required=True,
             type=Path,
+            metavar="DIR",
             help="the NEW data dir (must not exist or be empty)",
         )
     else:
@@ -121,37 +119,45 @@ def restore_flags(p: argparse.ArgumentParser, *, remote: bool) -> None:
         p.add_argument("--allow-no-trailer", action="store_true", help="with --snapshot")
         identity_flag(p, of="a stored backup")
         p.add_argument(
-            "--data-dir", type=Path, help="the NEW data dir (must not exist or be empty)"
+            "--data-dir",
+            type=Path,
+            metavar="DIR",
+            help="the NEW data dir (must not exist or be empty)",
         )
-    p.add_argument("--wal-dir", type=Path, help="put the WAL here (a NEW dir), as etcd --wal-dir")
-    p.add_argument("--name", default=d["name"], help="this member's name (default: %(default)s)")
+    p.add_argument(
+        "--wal-dir",
+        type=Path,
+        metavar="DIR",
+        help="put the WAL here (a NEW dir), as etcd --wal-dir",
+    )
+    p.add_argument("--name", help="this member's name (etcd --name)")
     p.add_argument(
         "--initial-cluster",
-        default=d["initial_cluster"],
-        help="NAME=PEER_URL,... of every member (default: this member alone)",
+        metavar="NAME=URL,...",
+        help="every member's name and peer URLs (default: this member alone)",
     )
     p.add_argument(
         "--initial-advertise-peer-urls",
-        default=d["initial_advertise_peer_urls"],
-        help="this member's peer URLs (default: %(default)s)",
+        metavar="URLS",
+        help="this member's peer URLs (etcd --initial-advertise-peer-urls)",
     )
     p.add_argument(
         "--initial-cluster-token",
-        default=d["initial_cluster_token"],
-        help="the new cluster's token (default: %(default)s)",
+        metavar="TOKEN",
+        help="the new cluster's token (etcd --initial-cluster-token)",
     )
     p.add_argument(
-        "--bump-revision", type=int, help="raise the revision by N (etcdutl engine: >= 3.5.10)"
+        "--bump-revision",
+        type=int,
+        metavar="N",
+        help="raise the revision by N (etcdutl engine: >= 3.5.10)",
     )
     p.add_argument("--mark-compacted", action="store_true", help="with --bump-revision")
     p.add_argument("--apply", action="store_true", help="also swap the restored dir in")
     p.add_argument("--layout", choices=LAYOUTS, help="how etcd runs here")
     p.add_argument("--dry-run", action="store_true", help="print the swap plan, touch nothing")
     p.add_argument(
-        "--swap-wait",
-        type=float,
-        default=d["swap_wait"],
-        help="seconds for pods to stop (default: %(default)s)",
+        "--swap-wait", type=float, metavar="SECONDS", help="how long to wait for the pods to stop"
     )
     p.add_argument(
         "--with-bundle",
@@ -162,34 +168,37 @@ def restore_flags(p: argparse.ArgumentParser, *, remote: bool) -> None:
 
 
 def restore_request(ns: argparse.Namespace, *, remote: bool) -> dict[str, Any]:
-    """The restore op's arguments from ``restore_flags``: absent flags are not sent."""
+    """The restore op's arguments from ``restore_flags``.
+
+    A flag not given is not sent: the restore's own defaults apply, in one place, whether
+    it runs in this process or in the daemon.
+    """
     req: dict[str, Any] = {
-        "name": ns.name,
-        "initial_advertise_peer_urls": ns.initial_advertise_peer_urls,
-        "initial_cluster_token": ns.initial_cluster_token,
         "mark_compacted": ns.mark_compacted,
         "apply": ns.apply,
         "dry_run": ns.dry_run,
-        "swap_wait": ns.swap_wait,
     } | identity_request(ns.identity, remote=remote)
-    if ns.backup is not None:
-        req["backup"] = ns.backup
+    for name in (
+        "backup",
+        "name",
+        "initial_cluster",
+        "initial_advertise_peer_urls",
+        "initial_cluster_token",
+        "layout",
+        "bump_revision",
+        "swap_wait",
+    ):
+        if getattr(ns, name) is not None:
+            req[name] = getattr(ns, name)
+    for name in ("data_dir", "wal_dir"):
+        if getattr(ns, name) is not None:
+            req[name] = str(getattr(ns, name).absolute())
     snapshot = getattr(ns, "snapshot", None)
     if snapshot is not None:
         req["snapshot"] = str(snapshot.absolute())
         req["allow_no_trailer"] = ns.allow_no_trailer
-    if ns.data_dir is not None:
-        req["data_dir"] = str(ns.data_dir.absolute())
-    if ns.wal_dir is not None:
-        req["wal_dir"] = str(ns.wal_dir.absolute())
     if ns.with_bundle:
         req["with_bundle"] = True
-    if ns.initial_cluster:
-        req["initial_cluster"] = ns.initial_cluster
-    if ns.layout:
-        req["layout"] = ns.layout
-    if ns.bump_revision is not None:
-        req["bump_revision"] = ns.bump_revision
     return req
 
 

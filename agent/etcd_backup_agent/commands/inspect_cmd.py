@@ -10,7 +10,7 @@ from typing import Any
 
 from ..cli import options
 from ..cli.render import Progress
-from ..config import Settings
+from ..config import DEFAULT_CONFIG_PATH, Settings
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_OK, UsageError
 from . import load_settings
@@ -51,7 +51,7 @@ def register(
 
 def settings_for(args: argparse.Namespace, need_config: bool) -> Settings:
     """The config; a --snapshot FILE needs none (defaults, or --config when given)."""
-    if need_config or args.config or Path("/etc/etcd-backup-agent/config.toml").is_file():
+    if need_config or args.config or DEFAULT_CONFIG_PATH.is_file():
         try:
             return load_settings(args)
         except Exception:
