@@ -17,7 +17,7 @@ from ..control.client import Unreachable, call, find_socket
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 from ..pipes import quiet_broken_pipe
 from . import keyspace_ctl, options
-from .render import Progress, show
+from .render import Progress, drill_failed, show
 
 EPILOG = """examples:
   etcd-backupctl status
@@ -191,7 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         show(ns.op, result)
     if ns.op == "drill" and isinstance(result, dict) and result.get("result") != "success":
         if not ns.json:
-            step = f" at {result['step']}" if result.get("step") else ""
-            sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")
+            sys.stderr.write(drill_failed(result) + "\n")
         return EXIT_FAILURE
     return EXIT_OK

@@ -128,6 +128,12 @@ def _si_size(size: int) -> str:
     return str(size)  # pragma: no cover
 
 
+def drill_failed(result: Mapping[str, Any]) -> str:
+    """The one stderr line of a failed drill: at which step, and why."""
+    step = f" at {result['step']}" if result.get("step") else ""
+    return f"drill FAILED{step}: {result.get('error')}"
+
+
 def show(op: str, result: Any) -> None:
     """Print a successful result of ``op`` as an operator reads it."""
     if op == "list":

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import scratch
 from ..cli import options
-from ..cli.render import Progress, show
+from ..cli.render import Progress, drill_failed, show
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..restore import work_root
@@ -112,7 +112,6 @@ def run_drill(args: argparse.Namespace) -> int:
         args, "drill", {"backup": args.backup} | options.identity_request(args.identity)
     )
     if result.get("result") != "success":
-        step = f" at {result['step']}" if result.get("step") else ""
-        sys.stderr.write(f"drill FAILED{step}: {result.get('error')}\n")
+        sys.stderr.write(drill_failed(result) + "\n")
         return EXIT_FAILURE
     return EXIT_OK

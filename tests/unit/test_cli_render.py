@@ -1,0 +1,55 @@
+"""cli/render.py: both programs print the same text for the same result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from etcd_backup_agent.cli.render import BackupLine, backup_table, drill_failed, show
+from etcd_backup_agent.manifest import Manifest
+
+
+def _manifest(total_keys: int | None) -> Manifest:
+    return Manifest(
+        id="20260101T000000Z-r5-n",
+        object="prod/snapshots/20260101T000000Z-r5-n.db.zst.age",
+        created_at="2026-01-01T00:00:00Z",
+        cluster="prod",
+        node="n",
+        revision=5,
+        db_size=36864,
+        object_size=1529,
+        snapshot_sha256="0" * 64,
+        object_sha256="1" * 64,
+        total_keys=total_keys,
+        verified=True,
+    )
+
+
+@pytest.mark.parametrize("total_keys", [28, None])
+def test_list_through_the_socket_prints_what_list_prints_offline(
+    total_keys: int | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = _manifest(total_keys)
+    offline = backup_table([BackupLine.of(m)])
+    # the socket reply carries the manifest as JSON
+    show("list", {"backups": [json.loads(json.dumps(m.to_dict()))], "complete": True})
+    assert capsys.readouterr().out.splitlines() == offline
+    header, row = offline
+    assert header.split()[:3] == ["ID", "CREATED", "(UTC)"]
+    # an unknown key count is "-" (the socket's null printed "None" before)
+    assert row.split()[-2:] == [str(total_keys) if total_keys is not None else "-", "yes"]
+    assert "36.0 KiB" in row and "1.5 KiB" in row
+
+
+def test_an_incomplete_listing_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    show("list", {"backups": [], "complete": False})
+    assert "warning: the store listing was incomplete" in capsys.readouterr().out
+
+
+def test_a_failed_drill_names_its_step() -> None:
+    assert drill_failed({"step": "readback", "error": "revision 4 != 5"}) == (
+        "drill FAILED at readback: revision 4 != 5"
+    )
+    assert drill_failed({"error": "no identity"}) == "drill FAILED: no identity"
