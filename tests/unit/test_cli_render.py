@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
-from etcd_backup_agent.cli.render import BackupLine, backup_table, drill_failed, show
+from etcd_backup_agent.cli.render import BackupLine, Progress, backup_table, drill_failed, show
 from etcd_backup_agent.manifest import Manifest
 
 
@@ -53,3 +54,30 @@ def test_a_failed_drill_names_its_step() -> None:
         "drill FAILED at readback: revision 4 != 5"
     )
     assert drill_failed({"error": "no identity"}) == "drill FAILED: no identity"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_draws_on_a_tty_and_clears_before_a_log_line() -> None:
+    out = _Tty()
+    progress = Progress(out, quiet=False)
+    progress({"event": "progress", "stage": "fetch", "done": 5, "total": 10})
+    assert out.getvalue() == "\rfetch      [" + "#" * 15 + " " * 15 + "]  50.0%"
+    progress({"event": "log", "message": "verified"})
+    assert out.getvalue().endswith("\r" + " " * 60 + "\rverified\n")
+    progress.clear()  # nothing drawn since the log line: nothing to clear
+    assert out.getvalue().endswith("verified\n")
+
+
+def test_no_bar_off_a_tty_and_nothing_at_all_when_quiet() -> None:
+    plain = io.StringIO()
+    Progress(plain, quiet=False)({"event": "progress", "stage": "fetch", "done": 1, "total": 2})
+    assert plain.getvalue() == ""
+    quiet = _Tty()
+    p = Progress(quiet, quiet=True)  # --json: stdout is for the machine, stderr stays clean
+    p({"event": "progress", "stage": "fetch", "done": 1, "total": 2})
+    p({"event": "log", "message": "x"})
+    assert quiet.getvalue() == ""
