@@ -41,18 +41,16 @@ from .datadir.readback import REWRITTEN, ReadbackError, Want, read_back
 from .errors import AgentError, EtcdAuthError, RestoreError, SourceError, VerificationError
 from .etcd_source import EtcdSource, map_grpc_error
 from .manifest import Manifest
-from .restore import (
-    Emit,
-    MemberSpec,
+from .restore.engine import choose_engine
+from .restore.events import Emit, no_emit, note
+from .restore.fetch import (
     check_plaintext,
-    choose_engine,
-    fetch_and_check,
-    no_emit,
-    note,
+    fetched,
     resolve_backup,
     scratch_dir,
     verify_against_manifest,
 )
+from .restore.member import MemberSpec
 from .store.base import Store
 
 SUCCESS = "success"
@@ -277,10 +275,7 @@ def find_drill_etcd(settings: Settings) -> str | None:
 def restore_scratch(snapshot: Path, spec: MemberSpec, settings: Settings, emit: Emit) -> str:
     """Restore ``snapshot`` as ``spec`` (a dir inside a scratch dir) with the configured
     engine (``[restore] engine``, native by default); name the engine."""
-    result = choose_engine(settings, spec).run(snapshot, spec, emit)
-    if result.etcdutl_version:
-        return f"{result.engine} {result.etcdutl_version}"
-    return result.engine
+    return choose_engine(settings, spec).run(snapshot, spec, emit).label
 
 
 def _rules(manifest: Manifest) -> str:
@@ -427,8 +422,7 @@ def drill(
         manifest = resolve_backup(settings, store, backup)
         report.backup_id = manifest.id
         report.step = "fetch and decrypt"
-        with scratch_dir(settings, "drillfetch-") as scratch:
-            checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
+        with fetched(settings, store, manifest, identity_text, emit, "drillfetch-") as checked:
             report.checks.append("object sha256, snapshot sha256 and native verification ok")
             inner = True
             checks = report.checks

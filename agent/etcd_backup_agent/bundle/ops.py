@@ -14,11 +14,11 @@ from ..catalog import find_backup, list_backups
 from ..config import Settings
 from ..errors import RestoreError, StoreError, UsageError
 from ..manifest import Manifest
+from ..restore.swap import ETCD_MANIFEST
 from ..store.base import Store
-from ..swap import ETCD_MANIFEST
 from .check import open_bundle, open_bundle_tar, record_of
 from .extract import check_target, extract, read_members
-from .install import apply_install, aside_dir_for, plan_install
+from .install import InstallPlan, apply_install, aside_dir_for, plan_install
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -87,7 +87,7 @@ def write_fetched(fetched: dict[str, Any], to: Path) -> dict[str, Any]:
 
 def install_bundle(
     settings: Settings, store: Store, backup: str, identity_text: str, dry_run: bool
-) -> dict[str, Any]:
+) -> InstallPlan:
     """Check the bundle of ``backup`` and plan (or apply) putting it back under the node root;
     the kubeadm swap's etcd.yaml is left to the swap."""
     m = resolve(settings, store, backup)
@@ -100,4 +100,4 @@ def install_bundle(
     plan = plan_install(members, root, aside_dir_for(manifests), frozenset(skip))
     if not dry_run:
         plan = apply_install(members, plan, chown=os.geteuid() == 0)
-    return plan.to_dict()
+    return plan

@@ -15,8 +15,9 @@ from .. import scratch
 from ..control.client import Progress, show
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..restore import work_root
-from ..swap import LAYOUTS, RESET_LAYOUTS
+from ..restore.fetch import work_root
+from ..restore.options import DEFAULTS, RestoreOptions
+from ..restore.swap import LAYOUTS, RESET_LAYOUTS
 from . import load_settings
 
 RESTORE_EPILOG = """examples:
@@ -65,10 +66,14 @@ def register(
     r.add_argument("--identity", metavar="FILE", help="age identity file, or - (backups)")
     r.add_argument("--data-dir", type=Path, help="the NEW data dir")
     r.add_argument("--wal-dir", type=Path, help="put the WAL here (a NEW dir), as etcd --wal-dir")
-    r.add_argument("--name", default="default", help="this member's name")
-    r.add_argument("--initial-cluster", default="", help="NAME=PEER_URL,... of every member")
-    r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
-    r.add_argument("--initial-cluster-token", default="etcd-cluster")
+    r.add_argument("--name", default=DEFAULTS.name, help="this member's name")
+    r.add_argument(
+        "--initial-cluster",
+        default=DEFAULTS.initial_cluster,
+        help="NAME=PEER_URL,... of every member",
+    )
+    r.add_argument("--initial-advertise-peer-urls", default=DEFAULTS.initial_advertise_peer_urls)
+    r.add_argument("--initial-cluster-token", default=DEFAULTS.initial_cluster_token)
     r.add_argument(
         "--bump-revision", type=int, help="raise the revision by N (etcdutl engine: >= 3.5.10)"
     )
@@ -76,7 +81,9 @@ def register(
     r.add_argument("--apply", action="store_true", help="also swap the restored dir in")
     r.add_argument("--layout", choices=LAYOUTS, help="how etcd runs here")
     r.add_argument("--dry-run", action="store_true", help="print the swap plan, touch nothing")
-    r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
+    r.add_argument(
+        "--swap-wait", type=float, default=DEFAULTS.swap_wait, help="seconds for pods to stop"
+    )
     r.add_argument(
         "--with-bundle",
         action="store_true",
@@ -134,32 +141,7 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError("restoring a backup needs --identity FILE (or -)")
     if args.data_dir is None and args.layout not in RESET_LAYOUTS:
         raise UsageError("--data-dir is required (the NEW data dir)")
-    req: dict[str, Any] = {
-        "name": args.name,
-        "initial_advertise_peer_urls": args.initial_advertise_peer_urls,
-        "initial_cluster_token": args.initial_cluster_token,
-        "mark_compacted": args.mark_compacted,
-        "apply": args.apply,
-        "dry_run": args.dry_run,
-        "swap_wait": args.swap_wait,
-    } | identity_args(args.identity)
-    if args.backup is not None:
-        req["backup"] = args.backup
-    if args.snapshot is not None:
-        req["snapshot"] = str(args.snapshot.absolute())
-        req["allow_no_trailer"] = args.allow_no_trailer
-    if args.data_dir is not None:
-        req["data_dir"] = str(args.data_dir.absolute())
-    if args.wal_dir is not None:
-        req["wal_dir"] = str(args.wal_dir.absolute())
-    if args.with_bundle:
-        req["with_bundle"] = True
-    if args.initial_cluster:
-        req["initial_cluster"] = args.initial_cluster
-    if args.layout:
-        req["layout"] = args.layout
-    if args.bump_revision is not None:
-        req["bump_revision"] = args.bump_revision
+    req = RestoreOptions.from_namespace(args).to_args() | identity_args(args.identity)
     run_offline(args, "restore", req)
     return EXIT_OK
 

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 from ..config import DEFAULT_CONFIG_PATH, ControlSettings
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 from ..pipes import quiet_broken_pipe
+from ..restore.options import DEFAULTS, RestoreOptions
+from ..restore.swap import LAYOUTS
 from ..retention import format_report
 from . import keyspace_client
 from . import protocol as proto
@@ -182,61 +184,13 @@ def show(op: str, result: Any) -> None:
         if not result.get("complete", True):
             print("warning: the store listing was incomplete")
         return
-    if op == "restore" and isinstance(result, dict) and "placed_snapshot" in result:
-        print(
-            f"placed {result['source']} (revision {result['revision']}) at "
-            f"{result['placed_snapshot']}"
-        )
-        print("next steps:")
-        for i, step in enumerate(result["swap"]["steps"][1:], 1):
-            print(f"  {i}. {step}")
-        print(f"the command: {result['command']}")
-        return
-    if op == "restore" and isinstance(result, dict) and "next_steps" in result:
-        if result.get("backup_id"):
-            print(f"restored backup {result['backup_id']} into {result['data_dir']}")
-            age_h = float(result.get("age_seconds", 0)) / 3600
-            print(
-                f"  taken {result['created_at']} ({age_h:.1f} h ago), "
-                f"revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)"
-            )
-        else:
-            print(f"restored snapshot {result.get('snapshot_file')} into {result['data_dir']}")
-            print(f"  revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)")
-        engine = result.get("engine", "etcdutl")
-        if engine == "etcdutl":
-            engine = f"etcdutl {result['etcdutl_version']}"
-        print(
-            f"  member {result['name']} ({result.get('member_id')}) of {result['initial_cluster']} "
-            f"(token {result['initial_cluster_token']}, cluster {result.get('cluster_id')}), "
-            f"engine {engine}"
-        )
-        if result.get("wal_dir"):
-            print(f"  WAL in {result['wal_dir']}")
-        if result.get("bump_revision"):
-            print(f"  revision bumped by {result['bump_revision']} and marked compacted")
-        print("next steps:")
-        for i, step in enumerate(result["next_steps"], 1):
-            print(f"  {i}. {step}")
-        for rec in result.get("recommendations", []):
-            print(f"note: {rec}")
-        if result.get("member_commands"):
-            print("restore every member (same backup, same --initial-cluster and token):")
-            for c in result["member_commands"]:
-                if c["name"] == result["name"]:
-                    print(f"  # member {c['name']} ({c['peer_urls']}): this node, done")
-                    continue
-                print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
-                print(f"  {c['command']}")
-        _show_bundle_install(result)
-        if result.get("swap"):
-            _show_swap(result["swap"])
-        return
-    if op == "restore" and isinstance(result, dict) and "swap" in result:
-        print("dry run: nothing was changed")
-        _show_bundle_install(result)
-        _show_swap(result["swap"])
-        return
+    if op == "restore" and isinstance(result, dict):
+        from ..restore import report as restore_report
+
+        typed = restore_report.result_from_dict(result)
+        if typed is not None:
+            print("\n".join(restore_report.format_result(typed)))
+            return
     if op == "prune" and isinstance(result, dict) and "decisions" in result:
         for line in format_report(result):
             print(line)
@@ -263,30 +217,10 @@ def show(op: str, result: Any) -> None:
         print(json.dumps(result, indent=2))
 
 
-def _show_bundle_install(result: dict[str, Any]) -> None:
-    if result.get("bundle_install"):
-        from ..bundle.install import format_install
-
-        print("\n".join(format_install(result["bundle_install"])))
-
-
 def _show_status(st: dict[str, Any]) -> None:
     from ..status import AgentStatus, render
 
     print("\n".join(render(AgentStatus.from_wire(st))))
-
-
-def _show_swap(plan: dict[str, Any]) -> None:
-    state = "applied" if plan.get("applied") else "planned"
-    print(f"{plan['layout']} swap ({state}); originals kept in {plan['backup_dir']}:")
-    for step in plan.get("steps", []):
-        print(f"  - {step}")
-    for path, changes in plan.get("changes", {}).items():
-        for c in changes:
-            print(f"  {path}:{c['line']}: {c['old'].strip()}  ->  {c['new'].strip()}")
-    print("rollback:")
-    for step in plan.get("rollback", []):
-        print(f"  {step}")
 
 
 def _common(default: Any) -> argparse.ArgumentParser:
@@ -327,16 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--identity", required=True, metavar="FILE", help="age identity file, or -")
     r.add_argument("--data-dir", required=True, help="NEW data dir (must not exist or be empty)")
     r.add_argument("--wal-dir", help="put the WAL in this NEW dir (etcd --wal-dir)")
-    r.add_argument("--name", default="default")
-    r.add_argument("--initial-cluster", default="")
-    r.add_argument("--initial-advertise-peer-urls", default="http://127.0.0.1:2380")
-    r.add_argument("--initial-cluster-token", default="etcd-cluster")
+    r.add_argument("--name", default=DEFAULTS.name)
+    r.add_argument("--initial-cluster", default=DEFAULTS.initial_cluster)
+    r.add_argument("--initial-advertise-peer-urls", default=DEFAULTS.initial_advertise_peer_urls)
+    r.add_argument("--initial-cluster-token", default=DEFAULTS.initial_cluster_token)
     r.add_argument("--bump-revision", type=int)
     r.add_argument("--mark-compacted", action="store_true")
     r.add_argument("--apply", action="store_true", help="also perform the guided swap")
-    r.add_argument("--layout", choices=("kubeadm", "systemd", "k3s", "rke2"))
+    r.add_argument("--layout", choices=LAYOUTS)
     r.add_argument("--dry-run", action="store_true", help="print the swap plan only")
-    r.add_argument("--swap-wait", type=float, default=30.0, help="seconds for pods to stop")
+    r.add_argument(
+        "--swap-wait", type=float, default=DEFAULTS.swap_wait, help="seconds for pods to stop"
+    )
     r.add_argument("--with-bundle", action="store_true", help="kubeadm: put the bundle back too")
     d = sub.add_parser(
         "drill",
@@ -385,26 +321,7 @@ def request_args(ns: argparse.Namespace) -> dict[str, Any]:
         if ns.identity:
             _identity(ns.identity, args)
     if ns.op == "restore":
-        args |= {
-            "data_dir": str(Path(ns.data_dir).absolute()),
-            "name": ns.name,
-            "initial_advertise_peer_urls": ns.initial_advertise_peer_urls,
-            "initial_cluster_token": ns.initial_cluster_token,
-            "apply": ns.apply,
-            "dry_run": ns.dry_run,
-            "swap_wait": ns.swap_wait,
-            "mark_compacted": ns.mark_compacted,
-        }
-        if ns.initial_cluster:
-            args["initial_cluster"] = ns.initial_cluster
-        if ns.layout:
-            args["layout"] = ns.layout
-        if ns.bump_revision is not None:
-            args["bump_revision"] = ns.bump_revision
-        if ns.wal_dir:
-            args["wal_dir"] = str(Path(ns.wal_dir).absolute())
-        if ns.with_bundle:
-            args["with_bundle"] = True
+        args |= RestoreOptions.from_namespace(ns).to_args()
     return args
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RestoreError
+from ..errors import RestoreError
 
 LAYOUTS = ("kubeadm", "systemd", "k3s", "rke2")
 # k3s and RKE2 embed etcd and restore it themselves from a snapshot file
@@ -61,6 +61,34 @@ class SwapPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SwapPlan:
+        """The plan of a socket reply (``to_dict``'s inverse)."""
+        return cls(
+            layout=str(d["layout"]),
+            new_data_dir=str(d["new_data_dir"]),
+            old_data_dir=d.get("old_data_dir"),
+            backup_dir=str(d["backup_dir"]),
+            steps=[str(s) for s in d.get("steps", [])],
+            changes={
+                str(path): [LineChange(int(c["line"]), str(c["old"]), str(c["new"])) for c in cs]
+                for path, cs in d.get("changes", {}).items()
+            },
+            rollback=[str(s) for s in d.get("rollback", [])],
+            applied=bool(d.get("applied")),
+        )
+
+    def lines(self) -> list[str]:
+        """The plan as the operator reads it: steps, changed lines, rollback."""
+        state = "applied" if self.applied else "planned"
+        out = [f"{self.layout} swap ({state}); originals kept in {self.backup_dir}:"]
+        out += [f"  - {step}" for step in self.steps]
+        for path, changes in self.changes.items():
+            out += [f"  {path}:{c.line}: {c.old.strip()}  ->  {c.new.strip()}" for c in changes]
+        out.append("rollback:")
+        out += [f"  {step}" for step in self.rollback]
+        return out
 
 
 def _stamp() -> str:
