@@ -87,12 +87,7 @@ def restore_argv(
         str(data_dir),
         "--name",
         spec.name,
-        "--initial-cluster",
-        spec.cluster,
-        "--initial-cluster-token",
-        spec.initial_cluster_token,
-        "--initial-advertise-peer-urls",
-        spec.initial_advertise_peer_urls,
+        *spec.cluster_flags(),
     ]
     if wal_dir is not None:
         argv += ["--wal-dir", str(wal_dir)]

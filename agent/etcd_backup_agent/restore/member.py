@@ -74,6 +74,17 @@ class MemberSpec:
             raise UsageError("--wal-dir must be an absolute path")
         self.cluster_spec()
 
+    def cluster_flags(self) -> list[str]:
+        """The cluster's flags as etcd and etcdutl take them (this member's peer URLs)."""
+        return [
+            "--initial-cluster",
+            self.cluster,
+            "--initial-cluster-token",
+            self.initial_cluster_token,
+            "--initial-advertise-peer-urls",
+            self.initial_advertise_peer_urls,
+        ]
+
     def cluster_spec(self) -> datadir_members.Cluster:
         """The cluster etcd derives from these flags (IDs as etcd computes them)."""
         return datadir_members.cluster_from_initial(self.cluster, self.initial_cluster_token)
