@@ -31,7 +31,7 @@ class MemberCommand:
         return shlex.join(self.argv)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RestoreReport:
     """What was restored, where, and what the operator does next."""
 

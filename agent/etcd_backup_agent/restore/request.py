@@ -7,6 +7,8 @@ edit, an existing target) comes before the download, and a dry run touches nothi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..bundle.install import InstallPlan
 from ..config import Settings
 from ..errors import UsageError
@@ -88,7 +90,7 @@ def run_restore(
                 allow_no_trailer=options.allow_no_trailer,
             )
             if options.apply:
-                report.swap = plan_swap(dry_run=False)
+                report = replace(report, swap=plan_swap(dry_run=False))
         return report
     assert identity is not None and options.backup is not None
     with exclusive("restore"), open_store() as store:
@@ -96,7 +98,7 @@ def run_restore(
             settings, store, options.backup, identity[0], spec, emit, identity_hint=identity[1]
         )
         if options.apply and with_bundle:
-            report.bundle_install = install(store, report.backup_id, False)
+            report = replace(report, bundle_install=install(store, report.backup_id, False))
         if options.apply:
-            report.swap = plan_swap(dry_run=False)
+            report = replace(report, swap=plan_swap(dry_run=False))
     return report

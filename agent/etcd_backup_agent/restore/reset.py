@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import Settings
@@ -97,7 +98,7 @@ def cluster_reset(
             )
         revision = checked.revision
         source = manifest.id
-    plan.applied = True
+    plan = replace(plan, applied=True)
     return PlacedSnapshot(
         placed_snapshot=plan.new_data_dir,
         source=source,
