@@ -17,7 +17,7 @@ from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..restore.fetch import work_root
 from ..restore.options import DEFAULTS, RestoreOptions
-from ..restore.swap import LAYOUTS, RESET_LAYOUTS
+from ..restore.swap import LAYOUTS
 from . import load_settings
 
 RESTORE_EPILOG = """examples:
@@ -139,9 +139,9 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError("give a backup (ID or latest) or --snapshot FILE, not both")
     if args.backup is not None and args.identity is None:
         raise UsageError("restoring a backup needs --identity FILE (or -)")
-    if args.data_dir is None and args.layout not in RESET_LAYOUTS:
-        raise UsageError("--data-dir is required (the NEW data dir)")
-    req = RestoreOptions.from_namespace(args).to_args() | identity_args(args.identity)
+    options = RestoreOptions.from_namespace(args)
+    options.check()
+    req = options.to_args() | identity_args(args.identity)
     run_offline(args, "restore", req)
     return EXIT_OK
 

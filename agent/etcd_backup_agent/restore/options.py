@@ -103,13 +103,11 @@ class RestoreOptions:
 
     def check(self) -> None:
         """Refuse combinations no restore can serve (before anything is read)."""
+        if self.data_dir is None and not self.resets:
+            raise UsageError("--data-dir is required (the NEW data dir)")
         if (self.apply or self.layout) and self.layout not in LAYOUTS:
             raise UsageError(f"--apply needs --layout {' or '.join(LAYOUTS)}")
-        if self.resets:
-            return
-        if self.data_dir is None:
-            raise UsageError("--data-dir is required (the NEW data dir)")
-        if not self.data_dir.is_absolute():
+        if self.data_dir is not None and not self.resets and not self.data_dir.is_absolute():
             raise UsageError("data_dir must be an absolute path")
 
     @property
