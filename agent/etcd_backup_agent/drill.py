@@ -21,13 +21,9 @@ what they find: every failure is a report with ``step`` naming the stage that fa
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,24 +31,22 @@ from typing import Any
 from . import log as logsetup
 from .binaries import find_binary
 from .bundle.check import verify_bundle
-from .config import EtcdSettings, Settings
+from .config import Settings
 from .datadir.db_read import DbContents, DbReadError, read_db
 from .datadir.readback import REWRITTEN, ReadbackError, Want, read_back
-from .errors import AgentError, EtcdAuthError, RestoreError, SourceError, VerificationError
-from .etcd_source import EtcdSource, map_grpc_error
+from .drill_etcd import LOOPBACK, check_live, drill_etcd_settings, free_port, throwaway_etcd
+from .errors import AgentError, RestoreError, VerificationError
 from .manifest import Manifest
-from .restore import (
-    Emit,
-    MemberSpec,
+from .restore.engine import choose_engine
+from .restore.events import Emit, no_emit, note
+from .restore.fetch import (
     check_plaintext,
-    choose_engine,
-    fetch_and_check,
-    no_emit,
-    note,
+    fetched,
     resolve_backup,
     scratch_dir,
     verify_against_manifest,
 )
+from .restore.member import MemberSpec
 from .store.base import Store
 
 SUCCESS = "success"
@@ -62,7 +56,6 @@ FULL = "full"
 KINDS = (NATIVE, FULL)
 SOURCES = ("store", "spool")
 OnDrill = Callable[[str, str], None]
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -92,169 +85,6 @@ class DrillReport:
         return asdict(self)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def throwaway_etcd(binary: str, data_dir: Path, name: str, peer_url: str) -> Iterator[str]:
-    """Run etcd from ``data_dir`` on a free loopback client port; yield its endpoint."""
-    client = f"http://{LOOPBACK}:{_free_port()}"
-    argv = [
-        find_binary(binary) or binary,
-        "--name",
-        name,
-        "--data-dir",
-        str(data_dir),
-        "--listen-client-urls",
-        client,
-        "--advertise-client-urls",
-        client,
-        "--listen-peer-urls",
-        peer_url,
-        "--initial-advertise-peer-urls",
-        peer_url,
-        "--initial-cluster",
-        f"{name}={peer_url}",
-        "--listen-metrics-urls",
-        f"http://{LOOPBACK}:{_free_port()}",
-        "--log-level",
-        "warn",
-    ]
-    log_path = data_dir.parent / "etcd.log"
-    with log_path.open("ab") as log:
-        try:
-            proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        except OSError as exc:
-            raise RestoreError(f"cannot start drill etcd {binary!r}: {exc}") from None
-    try:
-        yield client
-        if proc.poll() is not None:
-            raise RestoreError(f"drill etcd exited early: {_tail(log_path)}")
-    finally:
-        _stop(proc)
-
-
-def _tail(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-3:])
-    return ""
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
-def drill_etcd_settings(settings: Settings, endpoint: str) -> EtcdSettings:
-    """How the drill reads its throwaway etcd: loopback, plaintext, with the configured user.
-
-    The snapshot carries the cluster's auth state: when auth is on, the restored etcd
-    knows the same users and passwords as the cluster the backup was taken from.
-    """
-    return EtcdSettings(
-        endpoints=(endpoint,),
-        username=settings.etcd.username,
-        password_file=settings.etcd.password_file,
-        dial_timeout=3.0,
-    )
-
-
-def _wait_status(etcd: EtcdSettings, timeout: float = 60.0) -> EtcdSource:
-    endpoint = etcd.endpoints[0]
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        source = EtcdSource(etcd)
-        try:
-            source.status()
-            return source
-        except EtcdAuthError as exc:
-            source.close()
-            raise _auth_failure(exc) from None
-        except Exception as exc:  # grpc errors escape EtcdSource.client() while etcd starts
-            last = exc
-            source.close()
-            time.sleep(0.3)
-    raise RestoreError(f"drill etcd at {endpoint} did not answer: {last}")
-
-
-def _auth_failure(exc: SourceError) -> RestoreError:
-    return RestoreError(
-        f"the restored etcd refused the drill's reads: {exc}. The snapshot has auth enabled: "
-        "set [etcd] username and password_file to a user of the backed-up cluster that can "
-        "read every key (root)"
-    )
-
-
-def check_live(
-    etcd: EtcdSettings, manifest: Manifest, sample_keys: int, report: DrillReport
-) -> None:
-    """Compare the running throwaway etcd with the manifest."""
-    source = _wait_status(etcd)
-    try:
-        try:
-            _compare_live(source, manifest, sample_keys, report)
-        except AgentError:
-            raise
-        except Exception as exc:  # grpc/etcd3 errors of the reads themselves
-            mapped = map_grpc_error(exc, etcd.endpoints[0], "reading the drill etcd")
-            if isinstance(mapped, EtcdAuthError):
-                raise _auth_failure(mapped) from None
-            raise RestoreError(str(mapped)) from None
-    finally:
-        source.close()
-
-
-def _compare_live(
-    source: EtcdSource, manifest: Manifest, sample_keys: int, report: DrillReport
-) -> None:
-    status = source.status()
-    report.revision = status.revision
-    report.expected_revision = manifest.revision
-    if status.revision != manifest.revision:
-        raise RestoreError(
-            f"restored etcd is at revision {status.revision}, manifest says {manifest.revision}"
-        )
-    report.checks.append(f"etcd: revision {status.revision} == manifest")
-    client: Any = source.client()
-    resp = client.get_range_response(b"\0", b"\0", count_only=True)
-    live = int(resp.count)
-    report.live_keys = live
-    report.manifest_keys = manifest.total_keys
-    if manifest.total_keys is not None:
-        if manifest.status_rules == "3.6":
-            ok = live == manifest.total_keys
-            what = "equals"
-        else:
-            ok = live <= manifest.total_keys and (live > 0 or manifest.revision <= 1)
-            what = "is within"
-        if not ok:
-            raise RestoreError(
-                f"restored etcd serves {live} keys; manifest key count "
-                f"{manifest.total_keys} ({manifest.status_rules or '3.5'} rules)"
-            )
-        report.checks.append(f"etcd: live key count {live} {what} manifest {manifest.total_keys}")
-    if sample_keys > 0 and live > 0:
-        resp = client.get_range_response(b"\0", b"\0", limit=sample_keys)
-        for kv in resp.kvs:
-            if kv.mod_revision > manifest.revision or kv.create_revision > kv.mod_revision:
-                raise RestoreError(f"key {kv.key[:80]!r} has impossible revisions")
-            report.sampled += 1
-        if report.sampled == 0:
-            raise RestoreError("sampled read returned no keys")
-        report.checks.append(f"etcd: read {report.sampled} sample keys")
-
-
 # --- the kind of drill and the restore engine ------------------------------------------
 
 
@@ -277,10 +107,7 @@ def find_drill_etcd(settings: Settings) -> str | None:
 def restore_scratch(snapshot: Path, spec: MemberSpec, settings: Settings, emit: Emit) -> str:
     """Restore ``snapshot`` as ``spec`` (a dir inside a scratch dir) with the configured
     engine (``[restore] engine``, native by default); name the engine."""
-    result = choose_engine(settings, spec).run(snapshot, spec, emit)
-    if result.etcdutl_version:
-        return f"{result.engine} {result.etcdutl_version}"
-    return result.engine
+    return choose_engine(settings, spec).run(snapshot, spec, emit).label
 
 
 def _rules(manifest: Manifest) -> str:
@@ -353,7 +180,7 @@ def drill_plaintext(
         report.step = "read snapshot"
         source_db = _source_db(snapshot_path, _rules(manifest))
         with scratch_dir(settings, "drill-") as scratch:
-            peer = f"http://{LOOPBACK}:{_free_port()}"
+            peer = f"http://{LOOPBACK}:{free_port()}"
             spec = MemberSpec(
                 data_dir=scratch / "data",
                 name="drill",
@@ -427,8 +254,7 @@ def drill(
         manifest = resolve_backup(settings, store, backup)
         report.backup_id = manifest.id
         report.step = "fetch and decrypt"
-        with scratch_dir(settings, "drillfetch-") as scratch:
-            checked = fetch_and_check(store, manifest, identity_text, scratch, emit)
+        with fetched(settings, store, manifest, identity_text, emit, "drillfetch-") as checked:
             report.checks.append("object sha256, snapshot sha256 and native verification ok")
             inner = True
             checks = report.checks

@@ -33,7 +33,7 @@ from .manifest import Manifest, format_time
 from .metrics import Metrics
 from .pipeline import sweep_stale_uploads
 from .requests import IdentityRef
-from .restore import work_root
+from .restore.fetch import work_root
 from .service_backup import BackupPath
 from .service_requests import Requests
 from .spool import Spool

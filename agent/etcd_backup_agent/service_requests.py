@@ -5,6 +5,7 @@ force when it arrived and, when heavy, on the agent's single flight.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, list_backups
@@ -15,8 +16,10 @@ from .keyspace.diff import DiffReport
 from .keyspace.extract import ExtractResult
 from .keyspace.requests import DiffRequest, ExtractRequest, InspectRequest
 from .manifest import Manifest
-from .requests import Args, BundleRequest, DrillRequest, Emit, IdentityRef, VerifyRequest, required
-from .restore import BackupCheck, check_backup
+from .requests import BundleRequest, DrillRequest, Emit, IdentityRef, VerifyRequest, required
+from .restore.fetch import BackupCheck, check_backup, resolve_backup
+from .restore.options import RestoreOptions
+from .restore.report import RestoreResult
 from .wiring import Wiring
 
 if TYPE_CHECKING:
@@ -70,11 +73,23 @@ class Requests:
         with self.request() as w, self.exclusive("extract"):
             return ks.extract_backup(w.settings, w.store, req, text, emit)
 
-    def restore(self, args: Args, emit: Emit) -> dict[str, Any]:
-        from .restore_request import RestoreRequest
+    def restore(
+        self, options: RestoreOptions, identity: IdentityRef | None, emit: Emit
+    ) -> RestoreResult:
+        """restore/request.py on this agent's store and single flight (a dry run, which
+        only plans, runs beside a backup)."""
+        from .restore.request import run_restore
 
+        text = required(identity) if options.snapshot is None else None
         with self.request() as w:
-            return RestoreRequest(w.settings, w.store, self.exclusive).restore(args, emit)
+            return run_restore(
+                w.settings,
+                options,
+                text,
+                emit,
+                exclusive=self.exclusive,
+                open_store=lambda: contextlib.nullcontext(w.store),
+            )
 
     def drill(self, req: DrillRequest, emit: Emit) -> DrillReport:
         """A drill of a stored backup, asked for now (counted and shown in the status)."""
@@ -99,10 +114,8 @@ class Requests:
 
     def bundle_of(self, backup: str) -> Manifest:
         """The backup whose bundle record ``bundle_list`` shows (names, modes, sha256)."""
-        from .bundle.ops import resolve
-
         with self.request() as w:
-            return resolve(w.settings, w.store, backup)
+            return resolve_backup(w.settings, w.store, backup)
 
     def bundle_extract(self, req: BundleRequest, emit: Emit) -> dict[str, Any]:
         # the checked tar, written by the caller (bundle/ops.py: write_fetched), so the

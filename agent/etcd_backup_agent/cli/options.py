@@ -25,7 +25,7 @@ from ..keyspace.requests import (
     ExtractRequest,
     InspectRequest,
 )
-from ..swap import LAYOUTS
+from ..restore.swap import LAYOUTS
 
 BACKUP = "ID|latest"
 _MIB = 1024 * 1024

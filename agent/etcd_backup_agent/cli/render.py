@@ -143,61 +143,13 @@ def show(op: str, result: Any) -> None:
         if not result.get("complete", True):
             print("warning: the store listing was incomplete")
         return
-    if op == "restore" and isinstance(result, dict) and "placed_snapshot" in result:
-        print(
-            f"placed {result['source']} (revision {result['revision']}) at "
-            f"{result['placed_snapshot']}"
-        )
-        print("next steps:")
-        for i, step in enumerate(result["swap"]["steps"][1:], 1):
-            print(f"  {i}. {step}")
-        print(f"the command: {result['command']}")
-        return
-    if op == "restore" and isinstance(result, dict) and "next_steps" in result:
-        if result.get("backup_id"):
-            print(f"restored backup {result['backup_id']} into {result['data_dir']}")
-            age_h = float(result.get("age_seconds", 0)) / 3600
-            print(
-                f"  taken {result['created_at']} ({age_h:.1f} h ago), "
-                f"revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)"
-            )
-        else:
-            print(f"restored snapshot {result.get('snapshot_file')} into {result['data_dir']}")
-            print(f"  revision {result['revision']}, {result.get('total_keys')} keys (bbolt count)")
-        engine = result.get("engine", "etcdutl")
-        if engine == "etcdutl":
-            engine = f"etcdutl {result['etcdutl_version']}"
-        print(
-            f"  member {result['name']} ({result.get('member_id')}) of {result['initial_cluster']} "
-            f"(token {result['initial_cluster_token']}, cluster {result.get('cluster_id')}), "
-            f"engine {engine}"
-        )
-        if result.get("wal_dir"):
-            print(f"  WAL in {result['wal_dir']}")
-        if result.get("bump_revision"):
-            print(f"  revision bumped by {result['bump_revision']} and marked compacted")
-        print("next steps:")
-        for i, step in enumerate(result["next_steps"], 1):
-            print(f"  {i}. {step}")
-        for rec in result.get("recommendations", []):
-            print(f"note: {rec}")
-        if result.get("member_commands"):
-            print("restore every member (same backup, same --initial-cluster and token):")
-            for c in result["member_commands"]:
-                if c["name"] == result["name"]:
-                    print(f"  # member {c['name']} ({c['peer_urls']}): this node, done")
-                    continue
-                print(f"  # member {c['name']} ({c['peer_urls']}), on its own node:")
-                print(f"  {c['command']}")
-        _show_bundle_install(result)
-        if result.get("swap"):
-            _show_swap(result["swap"])
-        return
-    if op == "restore" and isinstance(result, dict) and "swap" in result:
-        print("dry run: nothing was changed")
-        _show_bundle_install(result)
-        _show_swap(result["swap"])
-        return
+    if op == "restore" and isinstance(result, dict):
+        from ..restore import report as restore_report
+
+        typed = restore_report.result_from_dict(result)
+        if typed is not None:
+            print("\n".join(restore_report.format_result(typed)))
+            return
     if op == "prune" and isinstance(result, dict) and "decisions" in result:
         for line in prune_report(result):
             print(line)
@@ -224,30 +176,10 @@ def show(op: str, result: Any) -> None:
         print(json.dumps(result, indent=2))
 
 
-def _show_bundle_install(result: dict[str, Any]) -> None:
-    if result.get("bundle_install"):
-        from ..bundle.install import format_install
-
-        print("\n".join(format_install(result["bundle_install"])))
-
-
 def _show_status(st: dict[str, Any]) -> None:
     from ..status import AgentStatus, render
 
     print("\n".join(render(AgentStatus.from_wire(st))))
-
-
-def _show_swap(plan: dict[str, Any]) -> None:
-    state = "applied" if plan.get("applied") else "planned"
-    print(f"{plan['layout']} swap ({state}); originals kept in {plan['backup_dir']}:")
-    for step in plan.get("steps", []):
-        print(f"  - {step}")
-    for path, changes in plan.get("changes", {}).items():
-        for c in changes:
-            print(f"  {path}:{c['line']}: {c['old'].strip()}  ->  {c['new'].strip()}")
-    print("rollback:")
-    for step in plan.get("rollback", []):
-        print(f"  {step}")
 
 
 def prune_report(data: dict[str, Any]) -> list[str]:

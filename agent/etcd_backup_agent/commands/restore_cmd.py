@@ -15,8 +15,8 @@ from ..cli import options
 from ..cli.render import Progress, drill_failed, show
 from ..control.dispatch import dispatch_offline
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..restore import work_root
-from ..swap import RESET_LAYOUTS
+from ..restore.fetch import work_root
+from ..restore.options import RestoreOptions
 from . import load_settings
 
 RESTORE_EPILOG = """examples:
@@ -100,9 +100,8 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError("give a backup (ID or latest) or --snapshot FILE, not both")
     if args.backup is not None and args.identity is None:
         raise UsageError("restoring a backup needs --identity FILE (or -)")
-    if args.data_dir is None and args.layout not in RESET_LAYOUTS:
-        raise UsageError("--data-dir is required (the NEW data dir)")
     req = options.restore_request(args, remote=False)
+    RestoreOptions.from_args(req).check()
     run_offline(args, "restore", req)
     return EXIT_OK
 

@@ -24,6 +24,7 @@ from ..requests import (
     PruneRequest,
     VerifyRequest,
 )
+from ..restore.options import RestoreOptions
 from ..retention import report_dict
 from ..service import Agent
 
@@ -58,7 +59,9 @@ HANDLERS: dict[str, Handler] = {
     "backup": _backup,
     "verify": lambda agent, args, emit: agent.verify(VerifyRequest.from_args(args), emit).to_dict(),
     "prune": lambda agent, args, emit: report_dict(agent.prune(PruneRequest.from_args(args))),
-    "restore": lambda agent, args, emit: agent.restore(args, emit),
+    "restore": lambda agent, args, emit: agent.restore(
+        RestoreOptions.from_args(args), IdentityRef.from_args(args), emit
+    ).to_dict(),
     "drill": lambda agent, args, emit: agent.drill(DrillRequest.from_args(args), emit).to_dict(),
     "bundle_list": _bundle_list,
     "bundle_extract": lambda agent, args, emit: agent.bundle_extract(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..keyspace.requests import SCHEMAS as KEYSPACE_SCHEMAS
+from ..restore.options import SCHEMA as RESTORE_SCHEMA
 
 VERSION = 1
 
@@ -26,7 +27,6 @@ BUSY = "busy"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
 
-_NUM = (int, float)
 # op -> arg -> (accepted types, required)
 SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
@@ -38,24 +38,7 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "identity": ((str,), False),
     },
     "prune": {"dry_run": ((bool,), False)},
-    "restore": {
-        "backup": ((str,), True),
-        "identity_file": ((str,), False),
-        "identity": ((str,), False),
-        "data_dir": ((str,), True),
-        "wal_dir": ((str,), False),
-        "name": ((str,), False),
-        "initial_cluster": ((str,), False),
-        "initial_advertise_peer_urls": ((str,), False),
-        "initial_cluster_token": ((str,), False),
-        "bump_revision": ((int,), False),
-        "mark_compacted": ((bool,), False),
-        "apply": ((bool,), False),
-        "layout": ((str,), False),
-        "dry_run": ((bool,), False),
-        "swap_wait": (_NUM, False),
-        "with_bundle": ((bool,), False),
-    },
+    "restore": RESTORE_SCHEMA,  # restore/options.py
     "drill": {
         "backup": ((str,), False),
         "identity_file": ((str,), False),

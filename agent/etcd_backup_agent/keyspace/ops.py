@@ -1,7 +1,7 @@
 """The keyspace ops behind ``inspect``, ``diff`` and ``extract``: stored backups or files.
 
 A stored backup is fetched, checked against its manifest, decrypted and verified exactly
-as ``verify --backup`` does (restore.fetch_and_check) into a private scratch dir that is
+as ``verify --backup`` does (restore.fetch) into a private scratch dir that is
 removed afterwards; the analysis spills its sort runs into the same work dir.
 """
 
@@ -61,13 +61,12 @@ def snapshot_of(
     settings: Settings, store: Store | None, backup: str, identity: str | None, emit: Emit
 ) -> Iterator[Path]:
     """The verified plaintext snapshot of a stored backup, removed when the block ends."""
-    from ..restore import fetch_and_check, resolve_backup, scratch_dir
+    from ..restore.fetch import fetched, resolve_backup
 
     if store is None or identity is None:
         raise UsageError(f"backup {backup}: a stored backup needs the store and --identity")
     manifest = resolve_backup(settings, store, backup)
-    with scratch_dir(settings, "inspect-") as scratch:
-        checked = fetch_and_check(store, manifest, identity, scratch, emit)
+    with fetched(settings, store, manifest, identity, emit, "inspect-") as checked:
         yield checked.path
 
 

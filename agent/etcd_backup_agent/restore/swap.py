@@ -12,12 +12,12 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RestoreError
+from ..errors import RestoreError
 
 LAYOUTS = ("kubeadm", "systemd", "k3s", "rke2")
 # k3s and RKE2 embed etcd and restore it themselves from a snapshot file
@@ -46,7 +46,7 @@ class LineChange:
     new: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class SwapPlan:
     """The ordered actions of one swap, and how to undo them."""
 
@@ -61,6 +61,34 @@ class SwapPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SwapPlan:
+        """The plan of a socket reply (``to_dict``'s inverse)."""
+        return cls(
+            layout=str(d["layout"]),
+            new_data_dir=str(d["new_data_dir"]),
+            old_data_dir=d.get("old_data_dir"),
+            backup_dir=str(d["backup_dir"]),
+            steps=[str(s) for s in d.get("steps", [])],
+            changes={
+                str(path): [LineChange(int(c["line"]), str(c["old"]), str(c["new"])) for c in cs]
+                for path, cs in d.get("changes", {}).items()
+            },
+            rollback=[str(s) for s in d.get("rollback", [])],
+            applied=bool(d.get("applied")),
+        )
+
+    def lines(self) -> list[str]:
+        """The plan as the operator reads it: steps, changed lines, rollback."""
+        state = "applied" if self.applied else "planned"
+        out = [f"{self.layout} swap ({state}); originals kept in {self.backup_dir}:"]
+        out += [f"  - {step}" for step in self.steps]
+        for path, changes in self.changes.items():
+            out += [f"  {path}:{c.line}: {c.old.strip()}  ->  {c.new.strip()}" for c in changes]
+        out.append("rollback:")
+        out += [f"  {step}" for step in self.rollback]
+        return out
 
 
 def _stamp() -> str:
@@ -216,21 +244,21 @@ def plan_kubeadm(
         old_data_dir=old,
         backup_dir=str(backup),
         changes={str(etcd_yaml): changes},
+        steps=[
+            f"create {backup}",
+            f"move {api_yaml} -> {backup}/ (kubelet stops kube-apiserver)",
+            f"move {etcd_yaml} -> {backup}/ (kubelet stops etcd)",
+            "wait for both static pods to stop",
+            f"write {etcd_yaml}: etcd-data hostPath, mountPath and --data-dir -> {new_dir} "
+            f"({len(changes)} lines changed)",
+            f"copy {backup}/{APISERVER_MANIFEST} -> {api_yaml} (kubelet starts kube-apiserver)",
+        ],
+        rollback=[
+            f"mv {etcd_yaml} {etcd_yaml}.restored   # stops the restored etcd",
+            f"cp -p {backup}/{ETCD_MANIFEST} {etcd_yaml}   # old etcd, old data dir {old}",
+            f"(kube-apiserver.yaml unchanged; original kept in {backup})",
+        ],
     )
-    plan.steps = [
-        f"create {backup}",
-        f"move {api_yaml} -> {backup}/ (kubelet stops kube-apiserver)",
-        f"move {etcd_yaml} -> {backup}/ (kubelet stops etcd)",
-        "wait for both static pods to stop",
-        f"write {etcd_yaml}: etcd-data hostPath, mountPath and --data-dir -> {new_dir} "
-        f"({len(changes)} lines changed)",
-        f"copy {backup}/{APISERVER_MANIFEST} -> {api_yaml} (kubelet starts kube-apiserver)",
-    ]
-    plan.rollback = [
-        f"mv {etcd_yaml} {etcd_yaml}.restored   # stops the restored etcd",
-        f"cp -p {backup}/{ETCD_MANIFEST} {etcd_yaml}   # old etcd, old data dir {old}",
-        f"(kube-apiserver.yaml unchanged; original kept in {backup})",
-    ]
     return plan, new_text
 
 
@@ -250,8 +278,7 @@ def apply_kubeadm(plan: SwapPlan, manifests_dir: Path, new_text: str, wait: floa
     # the kubelet picks up only *.yaml names, so the temp name is invisible to it
     os.rename(tmp, etcd_yaml)
     shutil.copy2(backup / APISERVER_MANIFEST, api_yaml)
-    plan.applied = True
-    return plan
+    return replace(plan, applied=True)
 
 
 def plan_systemd(config: Path, new_dir: Path) -> tuple[SwapPlan, str]:
@@ -266,18 +293,18 @@ def plan_systemd(config: Path, new_dir: Path) -> tuple[SwapPlan, str]:
         old_data_dir=old,
         backup_dir=str(aside),
         changes={str(config): changes},
+        steps=[
+            "systemctl stop kube-apiserver etcd   (whichever run on this node)",
+            f"copy {config} -> {aside}",
+            f"set the data dir in {config} to {new_dir} ({len(changes)} lines changed)",
+            "systemctl start etcd, then kube-apiserver",
+        ],
+        rollback=[
+            "systemctl stop etcd",
+            f"cp -p {aside} {config}   # old data dir {old}",
+            "systemctl start etcd",
+        ],
     )
-    plan.steps = [
-        "systemctl stop kube-apiserver etcd   (whichever run on this node)",
-        f"copy {config} -> {aside}",
-        f"set the data dir in {config} to {new_dir} ({len(changes)} lines changed)",
-        "systemctl start etcd, then kube-apiserver",
-    ]
-    plan.rollback = [
-        "systemctl stop etcd",
-        f"cp -p {aside} {config}   # old data dir {old}",
-        "systemctl start etcd",
-    ]
     return plan, new_text
 
 
@@ -290,8 +317,7 @@ def apply_systemd(plan: SwapPlan, config: Path, new_text: str) -> SwapPlan:
     tmp.write_text(new_text, encoding="utf-8")
     shutil.copymode(config, tmp)
     os.rename(tmp, config)
-    plan.applied = True
-    return plan
+    return replace(plan, applied=True)
 
 
 def swap(
@@ -342,21 +368,21 @@ def plan_cluster_reset(layout: str, snapshot_dir: Path | None, file_name: str) -
         new_data_dir=str(target),
         old_data_dir=str(db_dir / "etcd"),
         backup_dir=str(directory),
+        steps=[
+            f"write the verified snapshot to {target} (0600)",
+            f"systemctl stop {unit}   (on every server node)",
+            f"{command}   (on this node; it exits when the reset is done)",
+            f"systemctl start {unit}   (this node)",
+            f"on every other server: mv {db_dir} {db_dir}.before-restore, then systemctl start "
+            f"{unit} (they rejoin and sync from this node)",
+        ],
+        rollback=[
+            f"systemctl stop {unit}",
+            f"{layout} moves the old etcd dir aside during the reset "
+            f"({db_dir}/etcd-old-<timestamp>): move it back to {db_dir}/etcd",
+            f"systemctl start {unit}",
+        ],
     )
-    plan.steps = [
-        f"write the verified snapshot to {target} (0600)",
-        f"systemctl stop {unit}   (on every server node)",
-        f"{command}   (on this node; it exits when the reset is done)",
-        f"systemctl start {unit}   (this node)",
-        f"on every other server: mv {db_dir} {db_dir}.before-restore, then systemctl start "
-        f"{unit} (they rejoin and sync from this node)",
-    ]
-    plan.rollback = [
-        f"systemctl stop {unit}",
-        f"{layout} moves the old etcd dir aside during the reset "
-        f"({db_dir}/etcd-old-<timestamp>): move it back to {db_dir}/etcd",
-        f"systemctl start {unit}",
-    ]
     return plan
 
 
