@@ -36,9 +36,9 @@ from .datadir.db_read import DbContents, DbReadError, read_db
 from .datadir.readback import REWRITTEN, ReadbackError, Want, read_back
 from .drill_etcd import LOOPBACK, check_live, drill_etcd_settings, free_port, throwaway_etcd
 from .errors import AgentError, RestoreError, VerificationError
+from .events import Emit, no_emit, note
 from .manifest import Manifest
 from .restore.engine import choose_engine
-from .restore.events import Emit, no_emit, note
 from .restore.fetch import (
     check_plaintext,
     fetched,

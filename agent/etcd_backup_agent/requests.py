@@ -7,13 +7,12 @@ Identities stay references (a path, or text a client sent) until the request rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
 
-Emit = Callable[[dict[str, Any]], None]  # progress and log events of a running request
 Args = Mapping[str, Any]  # a request's arguments, as docs/socket-protocol.md names them
 
 

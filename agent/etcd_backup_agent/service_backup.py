@@ -30,10 +30,11 @@ from .errors import (
     StoreUnavailable,
     VerificationError,
 )
+from .events import Emit
 from .manifest import Manifest, format_time
 from .metrics import Metrics
 from .pipeline import Pipeline
-from .requests import Emit, PruneRequest
+from .requests import PruneRequest
 from .retention import PruneReport, prune
 from .spool import SealedBackup, Spool
 from .status import LastResult

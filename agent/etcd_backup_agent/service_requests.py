@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 from .catalog import Catalog, list_backups
 from .drill import DrillReport, drill
 from .errors import RestoreError, UsageError
+from .events import Emit
 from .keyspace.analyze import KeyspaceReport
 from .keyspace.diff import DiffReport
 from .keyspace.extract import ExtractResult
 from .keyspace.requests import DiffRequest, ExtractRequest, InspectRequest
 from .manifest import Manifest
-from .requests import BundleRequest, DrillRequest, Emit, IdentityRef, VerifyRequest, required
+from .requests import BundleRequest, DrillRequest, IdentityRef, VerifyRequest, required
 from .restore.fetch import BackupCheck, check_backup, resolve_backup
 from .restore.options import RestoreOptions
 from .restore.report import RestoreResult

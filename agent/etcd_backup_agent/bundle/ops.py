@@ -5,21 +5,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..errors import RestoreError, UsageError
+from ..events import Emit
 from ..restore.fetch import resolve_backup
 from ..restore.swap import ETCD_MANIFEST
 from ..store.base import Store
 from .check import open_bundle, open_bundle_tar, record_of
 from .extract import check_target, extract, read_members
 from .install import InstallPlan, apply_install, aside_dir_for, plan_install
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 def bundle_list(settings: Settings, store: Store, backup: str) -> dict[str, Any]:

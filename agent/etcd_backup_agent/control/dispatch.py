@@ -14,12 +14,12 @@ from typing import Any
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import UsageError
+from ..events import Emit
 from ..keyspace.requests import DiffRequest, ExtractRequest, InspectRequest
 from ..requests import (
     Args,
     BundleRequest,
     DrillRequest,
-    Emit,
     IdentityRef,
     PruneRequest,
     VerifyRequest,

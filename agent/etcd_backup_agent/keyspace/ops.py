@@ -10,20 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ..config import Settings
 from ..errors import UsageError, VerificationError
+from ..events import Emit
 from ..snapshot.bolt import BoltError, PageError
 from ..store.base import Store
 from .analyze import KeyspaceReport, Options, analyze_file
 from .diff import DiffReport, diff_files
 from .extract import ExtractResult, Selector, extract_file
 from .requests import DiffRequest, ExtractRequest, InspectRequest
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 def work_dir(settings: Settings) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import RestoreError
+from ..events import Emit, note, progress
 from .etcdutl import Etcdutl, find_etcdutl, run_etcdutl
-from .events import Emit, note, progress
 from .member import MemberSpec
 
 

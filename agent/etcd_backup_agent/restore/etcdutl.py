@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ..binaries import candidates
 from ..errors import RestoreError
+from ..events import Emit, note, progress
 from ..fsutil import fsync_dir
-from .events import Emit, note, progress
 from .member import MemberSpec, check_target, check_wal_target
 
 BUMP_MIN_VERSION = (3, 5, 10)

@@ -23,11 +23,11 @@ from ..bundle.check import verify_bundle
 from ..catalog import find_backup, list_backups
 from ..config import Settings
 from ..errors import CryptoError, RestoreError, StoreError, VerificationError
+from ..events import Emit, no_emit, note, progress
 from ..manifest import Manifest
 from ..seal import unseal_stream
 from ..snapshot import verify as snapverify
 from ..store.base import Store
-from .events import Emit, no_emit, note, progress
 
 CHUNK = 1024 * 1024
 TRAILER = 32

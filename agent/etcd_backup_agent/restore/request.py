@@ -12,8 +12,8 @@ from dataclasses import replace
 from ..bundle.install import InstallPlan
 from ..config import Settings
 from ..errors import UsageError
+from ..events import Emit
 from ..store.base import Store
-from .events import Emit
 from .options import RestoreOptions
 from .report import RestoreResult, SwapDryRun
 from .reset import cluster_reset

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import RestoreError
+from ..events import Emit
 from ..fsutil import fsync_dir
 from ..manifest import Manifest
 from ..store.base import Store
-from .events import Emit
 from .fetch import CHUNK, CheckedSnapshot, check_local_snapshot, fetched, resolve_backup
 from .options import RestoreOptions
 from .report import PlacedSnapshot, SwapDryRun

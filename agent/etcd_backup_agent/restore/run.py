@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .. import log as logsetup
 from ..config import Settings
+from ..events import Emit, no_emit, note
 from ..store.base import Store
 from .engine import Engine, EngineResult, choose_engine
-from .events import Emit, no_emit, note
 from .fetch import check_local_snapshot, fetched, resolve_backup
 from .member import MemberSpec, check_target, check_wal_target
 from .report import MemberCommand, RestoreReport, member_commands, next_steps, recommendations

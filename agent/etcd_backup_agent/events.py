@@ -1,7 +1,8 @@
-"""Progress and log events of the restore-side operations (restore, verify, drill).
+"""Progress and log events of a running request (backup, restore, verify, drill, keyspace,
+bundle).
 
 An ``Emit`` receives JSON-able events: the control socket streams them to its client, the
-offline commands draw them on stderr (control/client.py: Progress).
+offline commands draw them on stderr (cli/render.py: Progress).
 """
 
 from __future__ import annotations
