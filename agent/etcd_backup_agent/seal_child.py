@@ -208,6 +208,13 @@ class SealStream:
                 self.proc.stdout.close()
 
 
+def _failed(exc: CryptoError | OSError) -> int:
+    """The child's failure, as the parent shows it: its stderr's last line, exit 1."""
+    text = str(exc) if isinstance(exc, CryptoError) else f"sealing failed: {exc}"
+    sys.stderr.write(f"{text}\n")
+    return 1
+
+
 def _stream_worker(request: str) -> int:
     """stdin (raw snapshot) -> zstd -> age -> stdout; the result as JSON on stderr's last line."""
     req = json.loads(request)
@@ -227,12 +234,8 @@ def _stream_worker(request: str) -> int:
         except Exception as exc:
             raise CryptoError(f"sealing the stream failed: {exc}") from None
         fout.flush()
-    except CryptoError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
-    except OSError as exc:
-        sys.stderr.write(f"sealing failed: {exc}\n")
-        return 1
+    except (CryptoError, OSError) as exc:
+        return _failed(exc)
     result = SealResult(
         input_size=counted_in.count,
         compressed_size=compressed.count,
@@ -256,12 +259,8 @@ def _worker() -> int:
             int(req["threads"]),
             consume=bool(req.get("consume", False)),
         )
-    except CryptoError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
-    except OSError as exc:
-        sys.stderr.write(f"sealing failed: {exc}\n")
-        return 1
+    except (CryptoError, OSError) as exc:
+        return _failed(exc)
     sys.stdout.write(json.dumps(asdict(result)))
     return 0
 
