@@ -81,3 +81,33 @@ def test_no_bar_off_a_tty_and_nothing_at_all_when_quiet() -> None:
     p({"event": "progress", "stage": "fetch", "done": 1, "total": 2})
     p({"event": "log", "message": "x"})
     assert quiet.getvalue() == ""
+
+
+def test_a_passed_drill_prints_its_checks_not_empty_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a passed drill used to print every field of its report, "error: None" among them
+    from etcd_backup_agent.drill import DrillReport
+
+    report = DrillReport(
+        backup_id="20261201T000000Z-r5-cp1",
+        result="success",
+        engine="native",
+        revision=5,
+        expected_revision=5,
+        live_keys=10,
+        seconds=1.26,
+        checks=[
+            "sha256 and native verification match the manifest",
+            "restored by the native engine",
+        ],
+    )
+    show("drill", report.to_dict())
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "drill passed: backup 20261201T000000Z-r5-cp1 from the store, native drill, 1.3 s",
+        "  revision 5, 10 live keys",
+        "  ok: sha256 and native verification match the manifest",
+        "  ok: restored by the native engine",
+    ]
+    assert "None" not in out

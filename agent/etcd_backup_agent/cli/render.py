@@ -134,6 +134,24 @@ def drill_failed(result: Mapping[str, Any]) -> str:
     return f"drill FAILED{step}: {result.get('error')}"
 
 
+def drill_lines(result: Mapping[str, Any]) -> list[str]:
+    """A drill's report as the operator reads it: the verdict, then each check that passed."""
+    verdict = "passed" if result.get("result") == "success" else "FAILED"
+    kind = (
+        "full drill (served by a throwaway etcd)"
+        if result.get("kind") == "full"
+        else ("native drill")
+    )
+    lines = [
+        f"drill {verdict}: backup {result.get('backup_id')} from the {result.get('source')}, "
+        f"{kind}, {float(result.get('seconds') or 0):.1f} s"
+    ]
+    if result.get("revision") is not None:
+        lines.append(f"  revision {result['revision']}, {result.get('live_keys', '-')} live keys")
+    lines += [f"  ok: {check}" for check in result.get("checks") or []]
+    return lines  # a failed drill's step and error go to stderr (drill_failed)
+
+
 def show(op: str, result: Any) -> None:
     """Print a successful result of ``op`` as an operator reads it."""
     if op == "list":
@@ -150,6 +168,9 @@ def show(op: str, result: Any) -> None:
         if typed is not None:
             print("\n".join(restore_report.format_result(typed)))
             return
+    if op == "drill" and isinstance(result, dict) and "checks" in result:
+        print("\n".join(drill_lines(result)))
+        return
     if op == "prune" and isinstance(result, dict) and "decisions" in result:
         for line in prune_report(result):
             print(line)
