@@ -126,6 +126,9 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     # the control-plane bundle sealed beside the snapshot (bundle/); None in older manifests
     bundle: BundleRecord | None = None
+    # what asked for it: "schedule", "request" (etcd-backupctl backup) or "command" (the
+    # one-shot etcd-backup-agent backup); None in older manifests
+    trigger: str | None = None
 
     @property
     def created(self) -> datetime:
@@ -138,6 +141,8 @@ class Manifest:
             del d["bundle"]
         if d["keyspace"] is None:
             del d["keyspace"]  # optional: absent in manifests without an analysis
+        if d["trigger"] is None:
+            del d["trigger"]
         order = ["format_version", "id", "object", "created_at"]
         return {k: d[k] for k in order} | {k: v for k, v in d.items() if k not in order}
 

@@ -94,8 +94,10 @@ class Pipeline:
         before_publish: Callable[[Manifest], None] | None = None,
         clock: Callable[[], datetime] | None = None,
         spool: Spool | None = None,
+        trigger: str | None = None,
     ) -> None:
         self.settings = settings
+        self.trigger = trigger  # recorded in the manifest (a flush never drops an asked one)
         self.before_publish = before_publish
         # the daemon passes its own clock so that ids, scheduling and retention share one
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -316,6 +318,7 @@ class Pipeline:
             compression=Compression(algorithm="zstd", level=self.settings.compression.level),
             encryption=Encryption(format="age", recipients=self.settings.encryption.recipients),
             agent_version=__version__,
+            trigger=self.trigger,
         )
 
     def sweep_stale_uploads(self) -> int:

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 # check, then retention. A socket request: coordination, retention. The offline command:
 # neither (the operator asked on this node; docs/retention.md: it never prunes).
 Trigger = Literal["schedule", "request", "command"]
+# backups an operator asked for: a flush never supersedes them
+ASKED = ("request", "command")
 
 
 class BackupPath:
@@ -98,7 +100,12 @@ class BackupPath:
         with self.exclusive("back up"):
             w = self.wiring
             pipeline = Pipeline(
-                w.settings, w.store, spool=self.spool, cancel=self.cancel, clock=self.clock
+                w.settings,
+                w.store,
+                spool=self.spool,
+                cancel=self.cancel,
+                clock=self.clock,
+                trigger="command",
             )
             sealed = pipeline.prepare_from_data_dir(data_dir, force=force)
             try:
@@ -219,6 +226,7 @@ class BackupPath:
                 after_verify=self._drill_spool if self.drill_mode(s) == "spool" else None,
                 before_publish=self._publish_check(w) if recheck else None,
                 clock=self.clock,
+                trigger=trigger,
             )
             looked = trigger != "command"  # a one-shot command has not looked at the store
             if (
@@ -314,12 +322,15 @@ class BackupPath:
         self.log.warning("pending uploads wait in the spool", reason=why, retry_in=retry)
 
     def _flush(self, w: Wiring, waiting: list[SealedBackup]) -> None:
-        """Publish at most one pending backup per period, oldest period first.
+        """Publish the pending backups, oldest first: every one an operator asked for, and at
+        most one scheduled backup per period.
 
         A quick listing comes first: while the store is down nothing is tried (the flight
         is not held for retry_max_time). A period that already holds a published backup
-        (another agent's, or ours) gets none of the pending ones; of several pending in
-        one uncovered period only the newest is published.
+        (another agent's, or ours) gets none of the pending scheduled ones; of several
+        pending in one uncovered period only the newest is published. A backup asked for
+        (``etcd-backupctl backup``, ``etcd-backup-agent backup``: the manifest's
+        ``trigger``) is never superseded, as it would not have been with the store up.
         """
         try:
             published = self._list_mine(w)
@@ -330,20 +341,19 @@ class BackupPath:
         self.metrics.set_up(store=True)
         periods = {scheduling.period_start(w.policy, m.created) for m in published}
         by_period: dict[datetime, list[SealedBackup]] = {}
+        asked: list[SealedBackup] = []
         for sealed in waiting:
+            if sealed.manifest.trigger in ASKED:
+                asked.append(sealed)
+                continue
             start = scheduling.period_start(w.policy, sealed.manifest.created)
             by_period.setdefault(start, []).append(sealed)
-        pipeline = Pipeline(
-            w.settings,
-            w.store,
-            spool=self.spool,
-            cancel=self.cancel,
-            before_publish=self._publish_check(w),
-            clock=self.clock,
-        )
+        publish = list(asked)
         for start in sorted(by_period):
             group = by_period[start]
             candidate = group[-1] if start not in periods else None
+            if candidate is not None:
+                publish.append(candidate)
             for sealed in group:
                 if sealed is not candidate:
                     self.spool.discard(sealed)
@@ -353,10 +363,22 @@ class BackupPath:
                         id=sealed.manifest.id,
                         period=format_time(start),
                     )
-            if candidate is None:
-                continue
+
+        def pipeline(checked: bool) -> Pipeline:
+            return Pipeline(
+                w.settings,
+                w.store,
+                spool=self.spool,
+                cancel=self.cancel,
+                before_publish=self._publish_check(w) if checked else None,
+                clock=self.clock,
+            )
+
+        scheduled, requested = pipeline(checked=True), pipeline(checked=False)
+        for candidate in sorted(publish, key=lambda p: p.manifest.created_at):
+            is_asked = candidate.manifest.trigger in ASKED
             try:
-                manifest = pipeline.upload(candidate)
+                manifest = (requested if is_asked else scheduled).upload(candidate)
             except BackupSkipped as skip:
                 self.spool.discard(candidate)
                 self.metrics.skip(skip.reason)
@@ -377,6 +399,7 @@ class BackupPath:
                 revision=manifest.revision,
                 stored_bytes=manifest.object_size,
                 from_spool=True,
+                trigger=manifest.trigger,
                 store=w.store.describe(),
             )
         self.refresh_catalog(w)

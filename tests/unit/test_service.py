@@ -233,3 +233,28 @@ def test_the_command_stores_even_with_keep_unuploaded_before_any_listing(
     agent.wiring.source = fake_source(agent.settings, good_db())
     made = agent.backup("command")
     assert [m.id for m in stored(tmp_path)] == [made.id] and agent.spool.waiting() == []
+
+
+def test_a_flush_never_drops_a_backup_an_operator_asked_for(
+    agent_of: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """Three backups of one period waited in the spool (the store was down): the newest
+    scheduled one and the one asked for are published; only the older scheduled one is
+    superseded (it used to drop every one but the newest, the operator's included)."""
+    agent = agent_of(coordination={"mode": "none"}, schedule={"interval": "24h"})
+
+    def pending(trigger: str) -> Manifest:
+        pipeline = Pipeline(
+            agent.settings, agent.wiring.store, spool=agent.spool, clock=agent.clock,
+            trigger=trigger,
+        )  # fmt: skip
+        return pipeline.prepare_from_data_dir(data_dir).manifest
+
+    old, asked, new = pending("schedule"), pending("request"), pending("schedule")
+    assert len({old.id, asked.id, new.id}) == 3  # one period (24 h), three hours apart
+    job = agent.start("flush")
+    assert job is not None
+    job()
+    assert agent.spool.waiting() == []
+    published = {m.id: m.trigger for m in stored(tmp_path)}
+    assert published == {asked.id: "request", new.id: "schedule"}
