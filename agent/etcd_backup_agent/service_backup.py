@@ -2,7 +2,7 @@
 pending-upload flush, the publish check, and the store's catalog as this agent counts it.
 
 ``BackupPath`` is a part of ``service.Agent`` (its state is the agent's); it is a module of
-its own so that each file reads as one job. It runs to about 450 lines because the flush
+its own so that each file reads as one job. It runs to about 490 lines because the flush
 and the publish check share the backup's listing, state and counting; apart, each would
 need the other's internals.
 """
