@@ -210,10 +210,13 @@ class Metrics:
         self.keyspace.update(manifest.keyspace)
         self._g(self.store_up).set(1)
         if manifest.bundle is not None:
-            rec = self.last_bundle = manifest.bundle
-            self._g(self.bundle_failed).set(0 if rec.status == "ok" else 1)
-            self._g(self.bundle_encryption_config_missing).set(int(rec.encryption_config_lost))
-            self._g(self.bundle_warnings).set(len(rec.warnings))
+            self._set_bundle(manifest.bundle)
+
+    def _set_bundle(self, rec: BundleRecord) -> None:
+        self.last_bundle = rec
+        self._g(self.bundle_failed).set(0 if rec.status == "ok" else 1)
+        self._g(self.bundle_encryption_config_missing).set(int(rec.encryption_config_lost))
+        self._g(self.bundle_warnings).set(len(rec.warnings))
 
     def stored(self, manifest: Manifest) -> None:
         self._newer_success(manifest.created.timestamp())
@@ -236,7 +239,12 @@ class Metrics:
         backups = list(backups)
         times = [m.created.timestamp() for m in backups]
         if backups:
-            self.keyspace.update(max(backups, key=lambda m: m.created_at).keyspace)
+            newest = max(backups, key=lambda m: m.created_at)
+            self.keyspace.update(newest.keyspace)
+            if self.last_bundle is None and newest.bundle is not None:
+                # after a restart, until this process stores a backup: the bundle gauges
+                # (and the alert on a missing encryption config) must not fall back to 0
+                self._set_bundle(newest.bundle)
         self._g(self.stored_backups).set(len(times))
         if times:
             self._g(self.oldest).set(min(times))

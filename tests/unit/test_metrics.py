@@ -156,3 +156,24 @@ def test_bundle_gauges_follow_the_last_stored_backup() -> None:
     m.success(replace(manifest("2025-01-01T01:00:00Z"), bundle=failed), 1.0)
     assert m.value("etcd_backup_bundle_failed") == 1
     assert m.value("etcd_backup_bundle_encryption_config_missing") == 0
+
+
+def test_bundle_gauges_are_seeded_from_the_store_after_a_restart() -> None:
+    """A restarted agent has stored nothing yet: the newest stored backup's bundle counts, so
+    the missing-encryption-config alert does not resolve itself on a restart."""
+    from dataclasses import replace
+
+    from etcd_backup_agent.bundle.record import BundleRecord
+
+    lost = BundleRecord(status="ok", layout="kubeadm", encryption_config="/etc/kubernetes/e.yaml")
+    m = Metrics("prod", "1.2.3")
+    m.seed(
+        [manifest("2025-01-01T00:00:00Z"), replace(manifest("2025-01-01T01:00:00Z"), bundle=lost)]
+    )
+    assert m.value("etcd_backup_bundle_encryption_config_missing") == 1
+    assert m.last_bundle == lost
+    # what this process stores afterwards wins over a later seed
+    fine = BundleRecord(status="ok", layout="kubeadm")
+    m.success(replace(manifest("2025-01-01T02:00:00Z"), bundle=fine), 1.0)
+    m.seed([replace(manifest("2025-01-01T01:00:00Z"), bundle=lost)])
+    assert m.value("etcd_backup_bundle_encryption_config_missing") == 0
