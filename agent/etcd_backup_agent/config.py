@@ -223,6 +223,27 @@ def _check_metrics(s: Section, v: Values) -> None:
         s.problem("listen", f"expected HOST:PORT such as '127.0.0.1:9471', got {v['listen']!r}")
 
 
+# Kubernetes' key prefixes ([inspect] prefixes' usual values): the lock must not cover them
+_CLUSTER_PREFIXES = ("/registry/", "/kubernetes.io/", "/openshift.io/")
+
+
+def _check_coordination(s: Section, v: Values) -> None:
+    # the keyspace figures and diff leave out every key under the lock prefix (the agent's
+    # own), so a prefix covering the cluster's keys would silently hide them all
+    prefix = v["lock_prefix"]
+    own = prefix.rstrip("/") + "/"
+    if (
+        not prefix.startswith("/")
+        or not prefix.strip("/")
+        or any(p.startswith(own) for p in _CLUSTER_PREFIXES)
+    ):
+        s.problem(
+            "lock_prefix",
+            "expected a key prefix of the agent's own such as '/etcd-backup-agent/locks', "
+            f"not one covering the cluster's keys, got {prefix!r}",
+        )
+
+
 def _check_inspect(s: Section, v: Values) -> None:
     prefixes = v["prefixes"]
     if not prefixes or any(not p.startswith("/") or not p.strip("/") for p in prefixes):
@@ -274,7 +295,7 @@ TABLES: tuple[Table, ...] = (
     ),
     Table("spool", SpoolSettings),
     Table("schedule", ScheduleSettings, _check_schedule),
-    Table("coordination", CoordinationSettings),
+    Table("coordination", CoordinationSettings, _check_coordination),
     Table(
         "retention",
         RetentionSettings,

@@ -366,7 +366,10 @@ class CoordinationSettings:
         choices=("etcd-lock", "leader-member", "none"),
     )
     lock_prefix: str = setting(
-        STRING, "/etcd-backup-agent/locks", "etcd key prefix of the lock (`etcd-lock`)."
+        STRING,
+        "/etcd-backup-agent/locks",
+        "etcd key prefix of the lock (`etcd-lock`); the agent's own: keys under it are left"
+        " out of the keyspace figures, so it may not cover `/registry/`.",
     )
     lock_ttl: float = setting(DURATION, 60.0, "lease TTL of the lock.", allow_zero=False)
 

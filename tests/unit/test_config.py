@@ -57,6 +57,10 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ('[schedule]\ninterval = "0s"', "schedule.interval", "greater than zero"),
         ('[schedule]\nat = ["25:00"]', "schedule.at", "HH:MM"),
         ('[coordination]\nmode = "raft"', "coordination.mode", "one of"),
+        # the keyspace figures leave out the lock's keys: "/" or "/registry" would hide them all
+        ('[coordination]\nlock_prefix = "/"', "coordination.lock_prefix", "agent's own"),
+        ('[coordination]\nlock_prefix = "/registry"', "coordination.lock_prefix", "agent's own"),
+        ('[coordination]\nlock_prefix = "locks"', "coordination.lock_prefix", "agent's own"),
         ('[metrics]\nlisten = "nope"', "metrics.listen", "HOST:PORT"),
         ("[retention]\nkeep_daily = -1", "retention.keep_daily", ">= 0"),
         ("[spool]\ndir = 3", "spool.dir", "a path"),
