@@ -108,6 +108,9 @@ def test_kubeadm_bundle_read_by_stock_tools_and_extracted_identically(
     listing = run_agent("bundle", "list", "latest", "--config", cfg)
     assert listing.returncode == 0, listing.stderr
     assert "etc/kubernetes/pki/ca.key" in listing.stdout
+    # the object's size as the store holds it, readable (it was raw bytes only)
+    stored_size = (tmp_path / "store" / manifest["bundle"]["object"]).stat().st_size
+    assert f"KiB ({stored_size} bytes), sha256" in listing.stdout, listing.stdout
     transcript.append(listing.stdout + listing.stderr)
 
     dest = tmp_path / "extracted"

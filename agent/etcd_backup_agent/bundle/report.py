@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..units import human_size
+
 
 def format_result(op: str, result: dict[str, Any]) -> list[str]:
     if op == "bundle_extract":
@@ -23,7 +25,8 @@ def format_result(op: str, result: dict[str, Any]) -> list[str]:
         lines.append(f"  error: {rec['error']}")
     else:
         lines.append(
-            f"  object {rec['object']}: {rec['object_size']} bytes, sha256 {rec['object_sha256']}"
+            f"  object {rec['object']}: {human_size(rec['object_size'])} "
+            f"({rec['object_size']} bytes), sha256 {rec['object_sha256']}"
         )
         rows = [("MODE", "UID:GID", "SIZE", "SHA256", "PATH")]
         for f in rec["files"]:
