@@ -66,7 +66,8 @@ class Agent(BackupPath, Requests):
     ) -> None:
         self.log = logsetup.get("daemon")
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.wiring = Wiring.build(settings)
+        self.cancel = threading.Event()  # set: the running backup stops (shutdown)
+        self.wiring = Wiring.build(settings, self.cancel)
         self.spool = Spool(settings.spool.dir)  # spool.dir changes only on restart
         self.spool_lock = SpoolLock(settings.spool.dir)
         self.metrics = Metrics(
@@ -76,7 +77,6 @@ class Agent(BackupPath, Requests):
         self.long_running = long_running
         self.state = scheduling.State()
         self.flight = scheduling.SingleFlight()
-        self.cancel = threading.Event()  # set: the running backup stops (shutdown)
         self.stopping = False  # set: no new work is accepted
         self.last = LastResult()
         self.last_drill = LastDrill()
@@ -152,7 +152,7 @@ class Agent(BackupPath, Requests):
             )
             return False
         try:
-            wiring = Wiring.build(new)
+            wiring = Wiring.build(new, self.cancel)
         except Exception as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
             return False

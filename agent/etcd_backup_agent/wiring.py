@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field, replace
 
 from . import scheduling
@@ -32,8 +33,9 @@ class Wiring:
     manifests: ManifestCache = field(default_factory=dict)  # parsed manifests of the store
 
     @classmethod
-    def build(cls, settings: Settings) -> Wiring:
-        store = open_store(settings)
+    def build(cls, settings: Settings, cancel: threading.Event | None = None) -> Wiring:
+        """``cancel``: the agent's shutdown event, which ends the store's retry loops."""
+        store = open_store(settings, cancel)
         s3 = settings.store.s3
         lister = store
         if s3 is not None and s3.retry_max_time > LIST_RETRY_MAX:

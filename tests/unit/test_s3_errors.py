@@ -85,3 +85,41 @@ def test_part_size() -> None:
     big = 200 * 1024**3  # 200 GiB needs parts > 20 MiB to stay within 10,000
     part = part_size_for(big, 8 * MIB)
     assert part % MIB == 0 and big / part <= 10_000
+
+
+def test_a_shutdown_ends_a_retry_loop_with_the_default_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the default retry_max_time (300 s), a store that stays down kept a stopping
+    agent in its retry loop for minutes; the agent's cancel event now ends it."""
+    import threading
+
+    from etcd_backup_agent.errors import Cancelled
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKUNIT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    settings = S3Settings(bucket="bkt", region="eu-west-1", endpoint_url="https://127.0.0.1:9")
+    assert settings.retry_max_time == 300.0
+    cancel = threading.Event()
+    store = S3Store(settings, cancel=cancel)
+    attempts: list[int] = []
+    outcome: list[BaseException] = []
+
+    def down() -> None:
+        attempts.append(1)
+        if len(attempts) == 3:
+            cancel.set()  # the shutdown arrives while the store is retried
+        raise EndpointConnectionError(endpoint_url="https://127.0.0.1:9")
+
+    def call() -> None:
+        try:
+            store._call("list", None, down)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the retry loop did not end on cancel"
+    assert isinstance(outcome[0], Cancelled) and "cancelled while retrying" in str(outcome[0])
+    assert len(attempts) == 3

@@ -38,6 +38,7 @@ from .. import __version__
 from .. import log as logging
 from ..config import S3Settings
 from ..errors import (
+    Cancelled,
     ObjectLocked,
     StoreError,
     StoreNotFound,
@@ -67,13 +68,17 @@ class S3Store:
         settings: S3Settings,
         *,
         client: S3Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
+        """``cancel`` (the agent's shutdown) ends a retry loop at once with Cancelled,
+        instead of after ``retry_max_time``."""
         self.settings = settings
+        self._cancel = cancel
         self.bucket = settings.bucket
         self.root = f"{settings.prefix.strip('/')}/" if settings.prefix.strip("/") else ""
         self.client: S3Client = client if client is not None else build_client(settings)
-        self._sleep = sleep
+        self._sleep = sleep or (cancel.wait if cancel is not None else time.sleep)
         self._bucket_checked = False
 
     # -- naming -------------------------------------------------------------------------
@@ -113,6 +118,8 @@ class S3Store:
                 error, transient = self._error(exc, op, key)
                 if not (retry and transient) or time.monotonic() + delay > deadline:
                     raise error from None
+                if self._cancel is not None and self._cancel.is_set():
+                    raise Cancelled(f"{op} cancelled while retrying: {error}") from None
                 _log.warning(
                     "store_retry",
                     op=op,
