@@ -347,7 +347,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.store.delete(m.object)
             raise Cancelled("backup cancelled by shutdown")
-        store_bundle(self.store, m, self.spool.pending, lock=locked, cancel=self.cancel)
+        m = store_bundle(self.store, m, self.spool.pending, lock=locked, cancel=self.cancel)
         duration = self.stages.get("prepare_total", 0.0) + (time.monotonic() - started)
         final = replace(
             m,
@@ -569,7 +569,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.store.delete(m.object)
             raise Cancelled("backup cancelled by shutdown")
-        store_bundle(self.store, m, self.spool.pending, lock=self._locked(), cancel=self.cancel)
+        m = store_bundle(self.store, m, self.spool.pending, lock=self._locked(), cancel=self.cancel)
         final = replace(
             m,
             object_lock_mode=put.lock_mode,

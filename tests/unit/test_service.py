@@ -258,3 +258,33 @@ def test_a_flush_never_drops_a_backup_an_operator_asked_for(
     assert agent.spool.waiting() == []
     published = {m.id: m.trigger for m in stored(tmp_path)}
     assert published == {asked.id: "request", new.id: "schedule"}
+
+
+def test_a_pending_backup_whose_bundle_was_deleted_is_still_published(
+    agent_of: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """The sealed bundle of a backup waiting for the store is deleted behind the agent's
+    back: the snapshot is published with its bundle marked failed, and the next pending
+    backup goes up too (the lost file used to fail every retry of the whole queue)."""
+    from etcd_backup_agent.bundle.attach import pending_path
+
+    root = tmp_path / "node"
+    (root / "etc" / "x").mkdir(parents=True)
+    (root / "etc" / "x" / "f.conf").write_text("setting = 1\n")
+    bundle = {"enabled": True, "layout": "none", "root": str(root), "paths": ["/etc/x"]}
+    agent = agent_of(coordination={"mode": "none"}, bundle=bundle)
+    pipeline = Pipeline(agent.settings, agent.wiring.store, spool=agent.spool, clock=agent.clock)
+    first = pipeline.prepare_from_data_dir(data_dir).manifest
+    second = pipeline.prepare_from_data_dir(data_dir).manifest
+    assert first.bundle is not None and first.bundle.status == "ok"
+    pending_path(agent.spool.pending, first.id).unlink()
+    job = agent.start("flush")
+    assert job is not None
+    job()
+    assert agent.spool.waiting() == []
+    published = {m.id: m.bundle for m in stored(tmp_path)}
+    lost, kept = published[first.id], published[second.id]
+    assert lost is not None and lost.status == "failed" and "lost from the spool" in lost.error
+    assert kept is not None and kept.status == "ok"
+    assert (tmp_path / "store" / kept.object).is_file()
+    assert agent.metrics.value("etcd_backup_bundle_failed") == 0  # the newest one is fine

@@ -103,15 +103,28 @@ def store_bundle(
     *,
     lock: bool,
     cancel: threading.Event | None = None,
-) -> None:
-    """Upload the bundle object (after the snapshot object, before the manifest).
+) -> Manifest:
+    """Upload the bundle object (after the snapshot object, before the manifest); return
+    the manifest to publish.
 
-    On failure the snapshot object just stored is deleted too (best effort), so the
-    backup fails as a whole and nothing is left half-stored."""
+    On a store failure the snapshot object just stored is deleted too (best effort), so
+    the backup fails as a whole and nothing is left half-stored (it is retried). A sealed
+    bundle that is gone from the spool (deleted behind the agent's back while the backup
+    waited for the store) can never be uploaded: the snapshot is published with the bundle
+    marked failed, rather than blocking every later pending upload."""
     rec = manifest.bundle
     if rec is None or rec.status != OK:
-        return
+        return manifest
     src = pending_path(pending_dir, manifest.id)
+    if not src.is_file():
+        lost = BundleRecord(
+            status=FAILED,
+            layout=rec.layout,
+            error=f"the sealed bundle was lost from the spool before its upload ({src})",
+            warnings=rec.warnings,
+            encryption_config=rec.encryption_config,
+        )
+        return replace(manifest, bundle=lost)
     try:
         put = store.put_file(rec.object, src, lock=lock, cancel=cancel)
         if put.size != rec.object_size:
@@ -126,6 +139,7 @@ def store_bundle(
         if isinstance(exc, Cancelled | StoreError):
             raise
         raise StoreError(f"{store.describe()}: storing the bundle failed: {exc}") from None
+    return manifest
 
 
 def discard_pending(pending_dir: Path, bid: str) -> None:
