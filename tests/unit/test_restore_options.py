@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etcd_backup_agent import cli
-from etcd_backup_agent.cli import ctl
+from etcd_backup_agent.cli import ctl, options
 from etcd_backup_agent.control.protocol import parse_request
 from etcd_backup_agent.errors import UsageError
 from etcd_backup_agent.restore.member import K8S_BUMP
@@ -17,12 +18,18 @@ from etcd_backup_agent.restore.options import DEFAULTS, RestoreOptions
 BASE = ["restore", "latest", "--identity", "/k", "--data-dir", "/var/lib/etcd-new"]
 
 
+def _ctl_args(*extra: str) -> dict[str, Any]:
+    """What etcd-backupctl sends for these flags."""
+    return options.restore_request(ctl.build_parser().parse_args([*BASE, *extra]), remote=True)
+
+
 def _agent(*extra: str) -> RestoreOptions:
-    return RestoreOptions.from_namespace(cli.build_parser().parse_args([*BASE, *extra]))
+    ns = cli.build_parser().parse_args([*BASE, *extra])
+    return RestoreOptions.from_args(options.restore_request(ns, remote=False))
 
 
 def _ctl(*extra: str) -> RestoreOptions:
-    return RestoreOptions.from_namespace(ctl.build_parser().parse_args([*BASE, *extra]))
+    return RestoreOptions.from_args(_ctl_args(*extra))
 
 
 def test_both_commands_build_the_same_options_with_the_same_defaults() -> None:
@@ -41,15 +48,15 @@ def test_relative_paths_become_absolute_where_the_operator_typed_them(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     ns = cli.build_parser().parse_args(["restore", "--snapshot", "s.db", "--data-dir", "new"])
-    opts = RestoreOptions.from_namespace(ns)
+    opts = RestoreOptions.from_args(options.restore_request(ns, remote=False))
     assert opts.snapshot == tmp_path / "s.db" and opts.data_dir == tmp_path / "new"
 
 
 def test_socket_arguments_round_trip_and_pass_the_schema() -> None:
-    opts = _ctl("--name", "cp1", "--initial-cluster", "cp1=http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--bump-revision",
-                "7", "--mark-compacted")  # fmt: skip
-    args = opts.to_args()
+    flags = ("--name", "cp1", "--initial-cluster", "cp1=http://127.0.0.1:2380",
+             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--bump-revision",
+             "7", "--mark-compacted")  # fmt: skip
+    opts, args = _ctl(*flags), _ctl_args(*flags)
     assert "snapshot" not in args and "allow_no_trailer" not in args  # offline only
     req = parse_request(json.dumps({"v": 1, "op": "restore", "args": args}).encode())
     assert RestoreOptions.from_args(req.args) == opts

@@ -1,14 +1,14 @@
 """The options of one restore, defined once: ``RestoreOptions`` and its defaults.
 
 ``etcd-backup-agent restore``, ``etcd-backupctl restore`` and the socket's ``restore``
-operation all build this value: from parsed flags (``from_namespace``) or from the
-schema-checked socket arguments (``from_args``); ``to_args`` is the inverse of the latter.
+operation all build this value with ``from_args``, from the request arguments that
+cli/options.py ``restore_request`` makes of the flags (a flag not given is not sent, so the
+defaults here apply) and that the socket's schema checks.
 Identities travel beside it (``identity_file`` or ``identity``) and are never part of it.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,8 +20,6 @@ from .swap import KUBERNETES_LAYOUTS, LAYOUTS, RESET_LAYOUTS
 
 DEFAULT_SWAP_WAIT = 30.0
 _PATHS = ("snapshot", "data_dir", "wal_dir")
-# What a socket client may send (control/protocol.py); a local --snapshot is offline only.
-_OFFLINE_ONLY = ("snapshot", "allow_no_trailer")
 SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "backup": ((str,), True),
     "identity_file": ((str,), False),
@@ -76,28 +74,6 @@ class RestoreOptions:
         if "swap_wait" in values:
             values["swap_wait"] = float(values["swap_wait"])
         return cls(**values)
-
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> RestoreOptions:
-        """From parsed restore flags (either command); paths made absolute here, where the
-        operator's working directory is known."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            value = getattr(ns, f.name, None)
-            if value is None:
-                continue
-            values[f.name] = Path(value).absolute() if f.name in _PATHS else value
-        return cls(**values)
-
-    def to_args(self) -> dict[str, Any]:
-        """The request arguments (``from_args``'s inverse); unset values are left out."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (f.name in _OFFLINE_ONLY and not value):
-                continue
-            out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
 
     # -- checks and the member --------------------------------------------------------
 
